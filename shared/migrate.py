@@ -1,0 +1,82 @@
+"""Apply (or write) a service's alembic migrations, reading its nameko config.
+
+    python -m shared.migrate config/users.yaml                 # upgrade to head
+    python -m shared.migrate config/users.yaml revision -m "add x" --autogenerate
+
+The database URL comes from the same YAML (and environment) the service runs
+with, so migrations and service can never point at different databases.
+"""
+import argparse
+import importlib
+import os
+import sys
+
+import yaml
+from alembic import command
+from alembic.config import Config
+from nameko.cli.main import setup_yaml_parser
+from sqlalchemy.engine import make_url
+
+from shared.config import ConfigError, check_database, validate
+
+
+def load_config(path):
+    setup_yaml_parser()
+    with open(path) as stream:
+        return yaml.safe_load(stream)
+
+
+def service_name_of(config):
+    keys = list(config.get("DB_URIS") or {})
+    if len(keys) != 1:
+        raise ConfigError("DB_URIS must name exactly one '<service>:Base' database")
+    return keys[0].split(":")[0]
+
+
+def alembic_config(service_name, db_uri):
+    package = importlib.import_module(service_name)
+    alembic_cfg = Config()
+    alembic_cfg.set_main_option(
+        "script_location", os.path.join(os.path.dirname(package.__file__), "migrations")
+    )
+    # passed as an attribute, not an ini option: a password may hold a '%'
+    alembic_cfg.attributes["db_uri"] = db_uri
+    alembic_cfg.attributes["service_name"] = service_name
+    return alembic_cfg
+
+
+def upgrade(config, revision="head"):
+    """Bring the service's database in ``config`` up to ``revision``."""
+    service_name = service_name_of(config)
+    validate(config, service_name, (check_database,))
+    db_uri = config["DB_URIS"][f"{service_name}:Base"]
+    command.upgrade(alembic_config(service_name, db_uri), revision)
+    return service_name, make_url(db_uri).render_as_string(hide_password=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="the service's YAML config")
+    parser.add_argument("action", nargs="?", default="upgrade", choices=["upgrade", "revision"])
+    parser.add_argument("-m", "--message", default="change")
+    parser.add_argument("--autogenerate", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.action == "upgrade":
+            service_name, where = upgrade(config)
+            print(f"{service_name}: database at {where} is up to date")
+        else:
+            service_name = service_name_of(config)
+            db_uri = config["DB_URIS"][f"{service_name}:Base"]
+            command.revision(
+                alembic_config(service_name, db_uri),
+                message=args.message,
+                autogenerate=args.autogenerate,
+            )
+    except ConfigError as error:
+        sys.exit(str(error))
+
+
+if __name__ == "__main__":
+    main()

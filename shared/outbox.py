@@ -1,0 +1,231 @@
+"""The producer side of the transactional outbox.
+
+An event is a row written in the same transaction as the change it describes
+(:meth:`OutboxWriter.add`), so either both are committed or neither is. A relay
+greenthread in the same service publishes committed rows to the service's nameko
+events exchange, with publisher confirms, and marks them sent.
+
+Latency: a worker that wrote events rings the relay's bell when it ends (after
+its commit), so an event normally leaves within milliseconds. The periodic sweep
+only catches what the bell missed: a publish that failed while the broker was
+down, or rows left by a process that crashed between commit and publish.
+Delivery is at least once: a crash between publish and "mark sent" publishes the
+row again, and consumers are idempotent by ``event_id``.
+"""
+import json
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from weakref import WeakKeyDictionary
+
+import eventlet
+from eventlet.queue import Empty, LightQueue
+from nameko.amqp.publish import Publisher
+from nameko.constants import PERSISTENT
+from nameko.extensions import DependencyProvider
+from nameko.messaging import HeaderEncoder
+from nameko.standalone.events import get_event_exchange
+from sqlalchemy import DateTime, Integer, String, Text, delete, func, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import find_dependency
+
+log = logging.getLogger(__name__)
+
+
+def utcnow():
+    return datetime.now(UTC)
+
+
+class OutboxMixin:
+    """Columns of the ``outbox`` table; each service maps it on its own ``Base``."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[str] = mapped_column(Text)
+    headers: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OutboxWriter:
+    """What a worker gets: records events in the caller's session (and transaction)."""
+
+    def __init__(self, model, headers=None):
+        self.model = model
+        self.headers = headers or {}
+        self.written = 0
+
+    def add(self, session, event_type, data):
+        """Add ``event_type`` to the outbox in ``session``; the caller commits.
+
+        Returns the payload as it will be published: ``data`` plus ``event_id``
+        and ``occurred_at``.
+        """
+        payload = {
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": utcnow().isoformat(),
+            **data,
+        }
+        session.add(
+            self.model(
+                event_id=payload["event_id"],
+                event_type=event_type,
+                payload=json.dumps(payload),
+                headers=json.dumps(self.headers),
+            )
+        )
+        self.written += 1
+        return payload
+
+
+def relay_pending(session_factory, model, publish, batch_size):
+    """Publish up to ``batch_size`` unsent rows in order and mark them sent.
+
+    ``publish(event_type, payload, headers)`` must raise if the broker did not
+    confirm. Rows published before a failure are still marked sent; the failed
+    one and those after it stay for the next run. Returns how many were sent.
+    On PostgreSQL, ``SKIP LOCKED`` keeps two replicas from sending the same rows.
+    """
+    with session_factory() as session:
+        rows = session.scalars(
+            select(model)
+            .where(model.sent_at.is_(None))
+            .order_by(model.id)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        sent = 0
+        try:
+            for row in rows:
+                row.attempts += 1
+                publish(row.event_type, json.loads(row.payload), json.loads(row.headers))
+                row.sent_at = utcnow()
+                sent += 1
+        finally:
+            session.commit()
+    return sent
+
+
+def count_pending(session_factory, model):
+    with session_factory() as session:
+        return session.scalar(select(func.count()).where(model.sent_at.is_(None)))
+
+
+def purge_sent(session_factory, model, older_than):
+    """Delete rows sent before ``older_than`` ago; they only served as a record."""
+    with session_factory() as session:
+        result = session.execute(delete(model).where(model.sent_at < utcnow() - older_than))
+        session.commit()
+        return result.rowcount
+
+
+class Outbox(DependencyProvider, HeaderEncoder):
+    """Gives workers an :class:`OutboxWriter` and runs the relay greenthread.
+
+    ``database_attr`` names the service's :class:`shared.db.Database` dependency,
+    whose engine the relay uses. Config (all optional): ``OUTBOX_SWEEP_SECONDS``
+    (default 5), ``OUTBOX_BATCH_SIZE`` (100), ``OUTBOX_RETENTION_HOURS`` (168).
+    """
+
+    MAX_BACKOFF = 5.0
+
+    def __init__(self, model, database_attr="db"):
+        self.model = model
+        self.database_attr = database_attr
+
+    def setup(self):
+        config = self.container.config
+        self.sweep_seconds = float(config.get("OUTBOX_SWEEP_SECONDS", 5))
+        self.batch_size = int(config.get("OUTBOX_BATCH_SIZE", 100))
+        self.retention = timedelta(hours=float(config.get("OUTBOX_RETENTION_HOURS", 168)))
+        self.exchange = get_event_exchange(self.container.service_name, config)
+        self.publisher = Publisher(
+            config["AMQP_URI"],
+            use_confirms=True,
+            delivery_mode=PERSISTENT,
+            serializer=self.container.serializer,
+            declare=[self.exchange],
+            # a short bounded retry; the sweep is the long-term retry
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2},
+            ssl=config.get("AMQP_SSL"),
+        )
+        self._bell = LightQueue(maxsize=1)
+        self._relay_thread = None
+        self.writers = WeakKeyDictionary()
+
+    def start(self):
+        database = find_dependency(self.container, self.database_attr)
+        self.session_factory = database.Session
+        self._relay_thread = self.container.spawn_managed_thread(
+            self._relay_forever, identifier="outbox_relay"
+        )
+
+    def stop(self):
+        if self._relay_thread is not None:
+            self._relay_thread.kill()
+            self._relay_thread = None
+
+    kill = stop
+
+    def get_dependency(self, worker_ctx):
+        writer = OutboxWriter(self.model, self.get_message_headers(worker_ctx))
+        self.writers[worker_ctx] = writer
+        return writer
+
+    def worker_teardown(self, worker_ctx):
+        # teardown runs after the entrypoint returned, so its commit is done
+        writer = self.writers.pop(worker_ctx, None)
+        if writer is not None and writer.written:
+            self.wake()
+
+    def wake(self):
+        """Ask the relay to run now (a no-op if it is already asked)."""
+        if self._bell.empty():
+            self._bell.put_nowait(None)
+
+    def publish(self, event_type, payload, headers):
+        self.publisher.publish(
+            payload, exchange=self.exchange, routing_key=event_type, headers=headers
+        )
+
+    def relay_once(self):
+        """Send everything pending, batch after batch; returns how many were sent."""
+        total = 0
+        while True:
+            sent = relay_pending(self.session_factory, self.model, self.publish, self.batch_size)
+            total += sent
+            if sent < self.batch_size:
+                return total
+
+    def pending(self):
+        return count_pending(self.session_factory, self.model)
+
+    def _relay_forever(self):
+        backoff = 0.0
+        last_purge = 0.0
+        while True:
+            try:
+                self._bell.get(timeout=backoff or self.sweep_seconds)
+            except Empty:
+                pass
+            try:
+                self.relay_once()
+                if backoff:
+                    log.info("outbox relay recovered: events are being published again")
+                backoff = 0.0
+                now = eventlet.hubs.get_hub().clock()
+                if now - last_purge > 3600:
+                    purge_sent(self.session_factory, self.model, self.retention)
+                    last_purge = now
+            except Exception as error:  # the broker or the database is away: retry later
+                if not backoff:
+                    log.warning("outbox relay cannot publish yet (%s); will retry", error)
+                backoff = min(max(backoff * 2, 0.5), self.MAX_BACKOFF)

@@ -1,0 +1,115 @@
+"""What the users service does, as plain functions of a session.
+
+No nameko here: a unit test calls these with a SQLite session, an
+``OutboxWriter`` and a cheap ``PasswordHasher``. Every function that changes
+something commits once, with its events, or raises and changes nothing.
+"""
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from shared.exceptions import AuthenticationFailed, Conflict, NotFound
+from shared.pagination import paginate
+from shared.schemas import (
+    CredentialsSchema,
+    PageQuerySchema,
+    UserCreateSchema,
+    UserSchema,
+    UserUpdateSchema,
+    load,
+    require_id,
+)
+from users.models import User
+
+user_schema = UserSchema()
+
+# what events say of a user: the public fields, never the password hash
+EVENT_FIELDS = ("id", "email", "name", "role")
+
+
+def dump(user):
+    return user_schema.dump(user)
+
+
+def _event_user(user):
+    return {field: getattr(user, field) for field in EVENT_FIELDS}
+
+
+def _get(session, user_id):
+    user = session.get(User, require_id(user_id, "user_id"))
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
+
+
+def _email_taken(email):
+    return Conflict(f"email {email} is already registered", {"email": ["Already registered."]})
+
+
+def create_user(session, outbox, hasher, data):
+    fields = load(UserCreateSchema(), data)
+    user = User(
+        email=fields["email"],
+        name=fields["name"],
+        role=fields["role"],
+        password_hash=hasher.hash(fields["password"]),
+        order_count=0,
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise _email_taken(fields["email"]) from None
+    outbox.add(session, "user_created", {"user_id": user.id, "user": _event_user(user)})
+    session.commit()
+    return dump(user)
+
+
+def get_user(session, user_id):
+    return dump(_get(session, user_id))
+
+
+def list_users(session, limit=20, cursor=None):
+    page = load(PageQuerySchema(), {"limit": limit, "cursor": cursor})
+    users, next_cursor = paginate(session, select(User), User.id, page["limit"], page["cursor"])
+    return {"items": [dump(user) for user in users], "next_cursor": next_cursor}
+
+
+def update_user(session, outbox, hasher, user_id, changes):
+    user = _get(session, user_id)
+    fields = load(UserUpdateSchema(), changes)
+    changed = sorted(fields)
+    if "password" in fields:
+        user.password_hash = hasher.hash(fields.pop("password"))
+    for name, value in fields.items():
+        setattr(user, name, value)
+    outbox.add(
+        session, "user_updated", {"user_id": user.id, "changed": changed, "user": _event_user(user)}
+    )
+    session.commit()
+    return dump(user)
+
+
+def delete_user(session, outbox, user_id):
+    user = _get(session, user_id)
+    session.delete(user)
+    outbox.add(session, "user_deleted", {"user_id": user.id})
+    session.commit()
+
+
+def authenticate(session, hasher, email, password):
+    """The user with these credentials, or :class:`AuthenticationFailed`.
+
+    An unknown email costs the same hashing time as a wrong password, and both
+    fail with the same message, so neither timing nor text tells which it was.
+    """
+    credentials = load(CredentialsSchema(), {"email": email, "password": password})
+    user = session.scalars(select(User).where(User.email == credentials["email"])).first()
+    if user is None:
+        hasher.burn(credentials["password"])
+    elif hasher.verify(user.password_hash, credentials["password"]):
+        if hasher.needs_rehash(user.password_hash):
+            user.password_hash = hasher.hash(credentials["password"])
+            session.commit()
+        return dump(user)
+    raise AuthenticationFailed("wrong email or password")

@@ -1,0 +1,66 @@
+"""The users service: accounts, passwords, authentication, roles.
+
+Entrypoints translate and delegate; the logic lives in :mod:`users.logic`.
+"""
+from nameko.rpc import rpc
+from nameko.web.handlers import http
+
+from shared.config import ConfigCheck, check_database
+from shared.db import Database
+from shared.exceptions import EXPECTED
+from shared.health import health_report, json_response
+from shared.logs import LoggingContext
+from shared.outbox import Outbox
+from shared.passwords import Passwords
+from users import logic
+from users.models import Base, OutboxEvent
+
+
+class UsersService:
+    name = "users"
+
+    config = ConfigCheck(check_database)
+    log_context = LoggingContext()
+    db = Database(Base)
+    outbox = Outbox(OutboxEvent)
+    passwords = Passwords()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_user(self, email, name, password, role="user"):
+        data = {"email": email, "name": name, "password": password, "role": role}
+        return logic.create_user(self.db.session, self.outbox, self.passwords, data)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_user(self, user_id):
+        return logic.get_user(self.db.session, user_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_users(self, limit=20, cursor=None):
+        return logic.list_users(self.db.session, limit, cursor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_user(self, user_id, changes):
+        return logic.update_user(self.db.session, self.outbox, self.passwords, user_id, changes)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_user(self, user_id):
+        logic.delete_user(self.db.session, self.outbox, user_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def authenticate(self, email, password):
+        return logic.authenticate(self.db.session, self.passwords, email, password)
+
+    @rpc
+    def health(self):
+        return health_report(self.name, self.db.session)
+
+    @http("GET", "/health")
+    def http_health(self, request):
+        """Liveness: the process serves (a database outage is not a reason to restart it)."""
+        return json_response({"service": self.name, "status": "ok"})
+
+    @http("GET", "/ready")
+    def http_ready(self, request):
+        """Readiness: the database answers."""
+        report = health_report(self.name, self.db.session)
+        return json_response(report, 200 if report["status"] == "ok" else 503)
