@@ -4,6 +4,7 @@ nameko loads the YAML (with ``${ENV:default}`` placeholders); this module checks
 what it loaded once, before any entrypoint runs, and refuses to start with one
 message that names every key to fix and the environment variable that sets it.
 """
+
 import logging
 
 from nameko.extensions import DependencyProvider
@@ -27,7 +28,9 @@ def check_common(config, service_name):
     """Problems with the keys every service reads, as a list of sentences."""
     problems = []
     amqp_uri = config.get("AMQP_URI")
-    if not isinstance(amqp_uri, str) or not amqp_uri.startswith(("amqp://", "amqps://", "pyamqp://")):
+    if not isinstance(amqp_uri, str) or not amqp_uri.startswith(
+        ("amqp://", "amqps://", "pyamqp://")
+    ):
         problems.append(f"AMQP_URI must be an amqp:// URI, got {amqp_uri!r}: set AMQP_URI")
 
     address = str(config.get("WEB_SERVER_ADDRESS", ""))

@@ -1,4 +1,5 @@
 """The database dependency: nameko-sqlalchemy's provider, tuned per backend."""
+
 import os
 
 from nameko_sqlalchemy import Database as _Database

@@ -5,6 +5,7 @@ this module gets the same class back instead of a ``RemoteError``. nameko rebuil
 a remote exception as ``cls(*exc.args)``: every class here keeps its constructor
 arguments JSON-able and in ``args``.
 """
+
 from nameko.exceptions import deserialize_to_instance
 
 

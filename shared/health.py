@@ -1,4 +1,5 @@
 """Liveness and readiness answers that every service gives the same way."""
+
 import json
 
 from sqlalchemy import text
@@ -17,8 +18,11 @@ def database_ok(session):
 
 def health_report(service_name, session):
     database = database_ok(session)
-    return {"service": service_name, "status": "ok" if database else "degraded",
-            "checks": {"database": "ok" if database else "unreachable"}}
+    return {
+        "service": service_name,
+        "status": "ok" if database else "degraded",
+        "checks": {"database": "ok" if database else "unreachable"},
+    }
 
 
 def json_response(body, status=200):

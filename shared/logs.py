@@ -5,6 +5,7 @@ call (the gateway's, travelling in nameko's context data) and nameko's call id,
 so one request can be followed across processes. The YAML's ``LOGGING`` section
 wires :class:`ContextFilter` and :func:`formatter`; ``nameko run`` applies it.
 """
+
 import contextvars
 import json
 import logging

@@ -6,6 +6,7 @@
 The database URL comes from the same YAML (and environment) the service runs
 with, so migrations and service can never point at different databases.
 """
+
 import argparse
 import importlib
 import os

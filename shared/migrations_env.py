@@ -1,4 +1,5 @@
 """The body of every service's alembic ``env.py``: online migrations only."""
+
 from alembic import context
 
 from shared.db import engine_for

@@ -12,6 +12,7 @@ down, or rows left by a process that crashed between commit and publish.
 Delivery is at least once: a crash between publish and "mark sent" publishes the
 row again, and consumers are idempotent by ``event_id``.
 """
+
 import json
 import logging
 import uuid

@@ -3,6 +3,7 @@
 A cursor is the last id of the page, base64-wrapped so clients do not build
 them; keyset (``WHERE id > :after``) stays fast at any depth, unlike OFFSET.
 """
+
 import base64
 import binascii
 import json
@@ -38,4 +39,3 @@ def paginate(session, statement, id_column, limit, cursor):
         rows = rows[:limit]
         return rows, encode_cursor(getattr(rows[-1], id_column.key))
     return rows, None
-

@@ -10,6 +10,7 @@ the next successful login.
 Under eventlet a CPU-bound hash would stall every greenthread of the service,
 so the work runs in eventlet's thread pool (argon2's C code releases the GIL).
 """
+
 from argon2 import PasswordHasher as _Argon2
 from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError

@@ -4,6 +4,7 @@ One definition per contract: the gateway validates HTTP bodies with the same
 schema the service validates its RPC arguments with, and OpenAPI is generated
 from them.
 """
+
 import unicodedata
 
 from marshmallow import (

@@ -5,6 +5,7 @@ file) and once on PostgreSQL (a throwaway database made for this run, migrated
 once, emptied before each test). ``TEST_DB_BACKENDS=sqlite`` runs SQLite alone.
 Broker: nameko's ``rabbit_config`` gives each test its own throwaway vhost.
 """
+
 import os
 import uuid
 from urllib.parse import urljoin
@@ -78,10 +79,16 @@ def postgres_databases():
 def empty_tables(uri):
     engine = engine_for(uri)
     with engine.begin() as connection:
-        tables = connection.execute(
-            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                 "AND tablename <> 'alembic_version'")
-        ).scalars().all()
+        tables = (
+            connection.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            )
+            .scalars()
+            .all()
+        )
         if tables:
             names = ", ".join(f'"{table}"' for table in tables)
             connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))

@@ -4,6 +4,7 @@ No nameko here: a unit test calls these with a SQLite session, an
 ``OutboxWriter`` and a cheap ``PasswordHasher``. Every function that changes
 something commits once, with its events, or raises and changes nothing.
 """
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 

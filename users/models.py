@@ -1,8 +1,9 @@
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String
+from sqlalchemy import DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.events import ProcessedEventMixin
 from shared.outbox import OutboxMixin, utcnow
 
 
@@ -28,4 +29,28 @@ class User(Base):
 
 
 class OutboxEvent(OutboxMixin, Base):
+    pass
+
+
+class RefreshToken(Base):
+    """A refresh token the gateway issued, by its ``jti``.
+
+    The state of refresh tokens lives here, not in a gateway's memory, so that
+    rotation holds across gateway restarts and replicas. Deleting the user
+    deletes its tokens.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # set when the token was exchanged for a new pair: it can never be used again
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProcessedEvent(ProcessedEventMixin, Base):
     pass

@@ -2,6 +2,7 @@
 
 Entrypoints translate and delegate; the logic lives in :mod:`users.logic`.
 """
+
 from nameko.rpc import rpc
 from nameko.web.handlers import http
 

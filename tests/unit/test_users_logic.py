@@ -1,4 +1,5 @@
 """users.logic against a real database (SQLite and PostgreSQL), no broker."""
+
 import json
 
 import pytest
@@ -55,8 +56,12 @@ def test_create_user_records_user_created_in_the_outbox(create, users_session):
     [(event_type, payload)] = events(users_session)
     assert event_type == "user_created"
     assert payload["user_id"] == user["id"]
-    assert payload["user"] == {"id": user["id"], "email": "ann@example.com", "name": "Ann",
-                               "role": "user"}
+    assert payload["user"] == {
+        "id": user["id"],
+        "email": "ann@example.com",
+        "name": "Ann",
+        "role": "user",
+    }
     assert payload["event_id"] and payload["occurred_at"]
     assert "password" not in json.dumps(payload)
 
@@ -129,8 +134,9 @@ def test_list_users_refuses_a_forged_cursor(users_session):
     assert "cursor" in error.value.details
 
 
-def test_update_user_changes_name_and_records_user_updated(create, users_session, outbox,
-                                                           fast_hasher):
+def test_update_user_changes_name_and_records_user_updated(
+    create, users_session, outbox, fast_hasher
+):
     user = create()
     updated = logic.update_user(users_session, outbox, fast_hasher, user["id"], {"name": "Annie"})
     assert updated["name"] == "Annie"
@@ -142,18 +148,24 @@ def test_update_user_changes_name_and_records_user_updated(create, users_session
 
 def test_update_user_password_lets_the_new_one_in(create, users_session, outbox, fast_hasher):
     user = create()
-    logic.update_user(users_session, outbox, fast_hasher, user["id"],
-                      {"password": "another good password"})
-    assert logic.authenticate(users_session, fast_hasher, "ann@example.com",
-                              "another good password")["id"] == user["id"]
+    logic.update_user(
+        users_session, outbox, fast_hasher, user["id"], {"password": "another good password"}
+    )
+    assert (
+        logic.authenticate(users_session, fast_hasher, "ann@example.com", "another good password")[
+            "id"
+        ]
+        == user["id"]
+    )
     with pytest.raises(AuthenticationFailed):
         logic.authenticate(users_session, fast_hasher, "ann@example.com", PASSWORD)
     assert "another good password" not in json.dumps(events(users_session))
 
 
 @pytest.mark.parametrize("changes", [{}, {"email": "x@example.com"}, {"name": ""}])
-def test_update_user_refuses_empty_or_unknown_changes(create, users_session, outbox, fast_hasher,
-                                                      changes):
+def test_update_user_refuses_empty_or_unknown_changes(
+    create, users_session, outbox, fast_hasher, changes
+):
     user = create()
     with pytest.raises(InvalidInput):
         logic.update_user(users_session, outbox, fast_hasher, user["id"], changes)
@@ -179,25 +191,26 @@ def test_delete_user_of_an_unknown_id_is_not_found(users_session, outbox):
         logic.delete_user(users_session, outbox, 4242)
 
 
-def test_authenticate_accepts_the_right_password_in_any_email_case(create, users_session,
-                                                                   fast_hasher):
+def test_authenticate_accepts_the_right_password_in_any_email_case(
+    create, users_session, fast_hasher
+):
     user = create()
     assert logic.authenticate(users_session, fast_hasher, "ANN@example.com", PASSWORD) == user
 
 
-@pytest.mark.parametrize("email, password", [("ann@example.com", "wrong password"),
-                                             ("nobody@example.com", PASSWORD)])
-def test_authenticate_fails_alike_for_wrong_password_and_unknown_email(create, users_session,
-                                                                      fast_hasher, email,
-                                                                      password):
+@pytest.mark.parametrize(
+    "email, password", [("ann@example.com", "wrong password"), ("nobody@example.com", PASSWORD)]
+)
+def test_authenticate_fails_alike_for_wrong_password_and_unknown_email(
+    create, users_session, fast_hasher, email, password
+):
     create()
     with pytest.raises(AuthenticationFailed) as error:
         logic.authenticate(users_session, fast_hasher, email, password)
     assert str(error.value) == "wrong email or password"
 
 
-def test_authenticate_upgrades_a_hash_made_with_weaker_settings(create, users_session,
-                                                                fast_hasher):
+def test_authenticate_upgrades_a_hash_made_with_weaker_settings(create, users_session, fast_hasher):
     from shared.passwords import PasswordHasher
 
     create()
