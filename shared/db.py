@@ -1,10 +1,11 @@
 """The database dependency: nameko-sqlalchemy's provider, tuned per backend."""
 
 import os
+from datetime import UTC
 
 from nameko_sqlalchemy import Database as _Database
 from nameko_sqlalchemy.database import DB_URIS_KEY, Session
-from sqlalchemy import create_engine, event
+from sqlalchemy import DateTime, TypeDecorator, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
@@ -62,3 +63,19 @@ def find_dependency(container, attr_name):
         if dependency.attr_name == attr_name:
             return dependency
     raise LookupError(f"{container.service_name} has no dependency named {attr_name!r}")
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL keeps the zone; SQLite stores text without one and would hand back
+    naive datetimes, which then serialise without ``+00:00``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value

@@ -26,10 +26,10 @@ from nameko.constants import PERSISTENT
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder
 from nameko.standalone.events import get_event_exchange
-from sqlalchemy import DateTime, Integer, String, Text, delete, func, select
+from sqlalchemy import Integer, String, Text, delete, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import find_dependency
+from shared.db import UTCDateTime, find_dependency
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ class OutboxMixin:
     event_type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[str] = mapped_column(Text)
     headers: Mapped[str] = mapped_column(Text, default="{}")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True, index=True
+        UTCDateTime, nullable=True, index=True
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -168,6 +168,8 @@ class Outbox(DependencyProvider, HeaderEncoder):
         self._relay_thread = self.container.spawn_managed_thread(
             self._relay_forever, identifier="outbox_relay"
         )
+        # rows a previous process committed but never published go out first
+        self.wake()
 
     def stop(self):
         if self._relay_thread is not None:

@@ -1,0 +1,52 @@
+# Everything a newcomer types. `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+.PHONY: help install run migrate shell test unit integration lint format clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# reinstall when the pins or the declared dependencies change
+$(STAMP): $(BIN)/python constraints.txt setup.cfg pyproject.toml
+	$(BIN)/pip install -q -c constraints.txt setuptools==80.8.0 wheel
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create the virtualenv and install the pinned dependencies
+
+migrate: $(STAMP) ## apply every service's migrations (SQLite under var/ by default)
+	$(BIN)/python -m scripts.run --migrate-only
+
+run: $(STAMP) ## migrate, then run every service with `nameko run` (Ctrl-C stops them)
+	$(BIN)/python -m scripts.run
+
+shell: $(STAMP) ## nameko shell on the local broker, with the project's exceptions loaded
+	PYTHONSTARTUP=shared/shell.py $(BIN)/nameko shell --config config/users.yaml
+
+test: $(STAMP) ## the whole suite: unit and integration (needs RabbitMQ and PostgreSQL)
+	$(PYTEST) tests
+
+unit: $(STAMP) ## fast tier: logic on SQLite and PostgreSQL, no broker
+	$(PYTEST) tests/unit
+
+integration: $(STAMP) ## services in real containers on a real RabbitMQ
+	$(PYTEST) tests/integration
+
+lint: $(STAMP) ## ruff: lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

@@ -1,0 +1,126 @@
+"""The outbox relay against a real broker: prompt, durable through outages and crashes."""
+import json
+import time
+
+import pytest
+from nameko.events import event_handler
+from nameko.testing.services import entrypoint_waiter
+from nameko_sqlalchemy.database import Session
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from shared.db import engine_for, find_dependency
+from shared.outbox import OutboxWriter
+from users.models import OutboxEvent
+from users.service import UsersService
+
+CLOSED_PORT_URI = "amqp://guest:guest@127.0.0.1:1/"
+
+
+class Listener:
+    name = "outbox_listener"
+    received = []
+
+    @event_handler("users", "user_created")
+    def user_created(self, payload):
+        self.received.append(payload)
+
+
+@pytest.fixture
+def listener(rabbit_config, container_factory):
+    Listener.received = []
+    container = container_factory(Listener, rabbit_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def users_db(users_db_uri):
+    engine = engine_for(users_db_uri)
+    yield sessionmaker(bind=engine, class_=Session)
+    engine.dispose()
+
+
+def pending_events(session_factory):
+    """``[(event_type, attempts)]`` of the rows not yet published."""
+    with session_factory() as session:
+        rows = session.execute(
+            select(OutboxEvent.event_type, OutboxEvent.attempts).where(
+                OutboxEvent.sent_at.is_(None)
+            )
+        )
+        return [tuple(row) for row in rows]
+
+
+def wait_until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_event_leaves_right_after_commit_not_at_the_next_sweep(
+    users_config, container_factory, listener, rpc, users_db
+):
+    # with an hour between sweeps, only the post-commit bell can send it
+    container = container_factory(UsersService, {**users_config, "OUTBOX_SWEEP_SECONDS": 3600})
+    container.start()
+    with entrypoint_waiter(listener, "user_created", timeout=5):
+        user = rpc.users.create_user("ann@example.com", "Ann", "correct horse battery")
+    assert Listener.received[0]["user_id"] == user["id"]
+    assert pending_events(users_db) == []
+
+
+def test_an_event_committed_while_the_broker_is_unreachable_arrives_later(
+    users_config, container_factory, listener, rpc, users_db
+):
+    container = container_factory(UsersService, {**users_config, "OUTBOX_SWEEP_SECONDS": 0.5})
+    container.start()
+    outbox = find_dependency(container, "outbox")
+    broker_uri = outbox.publisher.amqp_uri
+    outbox.publisher.amqp_uri = CLOSED_PORT_URI  # the relay's broker is down
+
+    user = rpc.users.create_user("ann@example.com", "Ann", "correct horse battery")
+    # committed, with its event: the user exists and the event waits in the outbox
+    assert wait_until(lambda: any(attempts for _, attempts in pending_events(users_db)), 5)
+    assert rpc.users.get_user(user["id"])["email"] == "ann@example.com"
+    assert Listener.received == []
+
+    outbox.publisher.amqp_uri = broker_uri  # the broker is back
+    with entrypoint_waiter(listener, "user_created", timeout=15):
+        pass
+    assert [payload["user_id"] for payload in Listener.received] == [user["id"]]
+    assert wait_until(lambda: pending_events(users_db) == [], 5)
+
+
+def test_events_left_by_a_process_that_crashed_before_publishing_go_out_at_start(
+    users_config, container_factory, listener, users_db
+):
+    # what a crash between commit and publish leaves behind: committed, unsent rows
+    writer = OutboxWriter(OutboxEvent, headers={"nameko.request_id": "req-before-crash"})
+    with users_db() as session:
+        payload = writer.add(session, "user_created", {"user_id": 7, "user": {"id": 7}})
+        session.commit()
+
+    container = container_factory(UsersService, {**users_config, "OUTBOX_SWEEP_SECONDS": 3600})
+    with entrypoint_waiter(listener, "user_created", timeout=5):
+        container.start()
+    assert Listener.received == [payload]
+    assert pending_events(users_db) == []
+
+
+def test_relayed_events_carry_the_request_id_of_the_call_that_caused_them(
+    users_config, container_factory, users_db, rabbit_config
+):
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    container = container_factory(UsersService, {**users_config, "OUTBOX_SWEEP_SECONDS": 3600})
+    container.start()
+    context = {"request_id": "req-abc-123"}
+    with ClusterRpcProxy(rabbit_config, context_data=context, timeout=10) as rpc:
+        rpc.users.create_user("ann@example.com", "Ann", "correct horse battery")
+    with users_db() as session:
+        headers = session.scalars(select(OutboxEvent.headers)).one()
+    assert json.loads(headers)["nameko.request_id"] == "req-abc-123"
