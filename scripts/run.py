@@ -10,6 +10,7 @@ all three: USERS_WEB_SERVER_ADDRESS becomes the users process's
 WEB_SERVER_ADDRESS (likewise ORDERS_, GATEWAY_); the database URIs are already
 prefixed (USERS_DB_URI, ORDERS_DB_URI). Ctrl-C or SIGTERM stops them all.
 """
+
 import argparse
 import importlib.util
 import os
@@ -77,7 +78,7 @@ def hide_password(uri):
 
 
 def migrate(services):
-    for name, _module, config_path in services:
+    for _name, _module, config_path in services:
         config = load_config(config_path)
         if config.get("DB_URIS"):
             service_name, where = upgrade(config)
@@ -96,9 +97,7 @@ def process_env(name):
 def start(services):
     nameko = os.path.join(os.path.dirname(sys.executable), "nameko")
     return {
-        name: subprocess.Popen(
-            [nameko, "run", "--config", config, module], env=process_env(name)
-        )
+        name: subprocess.Popen([nameko, "run", "--config", config, module], env=process_env(name))
         for name, module, config in services
     }
 

@@ -5,6 +5,7 @@
 - Replaces ``n.rpc`` with a proxy that gives up after ``RPC_TIMEOUT`` seconds
   (nameko's shell proxy waits forever on a service that is down).
 """
+
 from nameko.standalone.rpc import ClusterRpcProxy
 
 import shared.exceptions  # noqa: F401  (registers the exceptions that cross RPC)

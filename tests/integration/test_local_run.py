@@ -1,4 +1,5 @@
 """`make run`'s script and `nameko shell`, run as a user runs them (subprocesses)."""
+
 import os
 import signal
 import subprocess
@@ -63,8 +64,12 @@ def nameko_shell(env, script):
 def test_run_starts_every_service_and_the_shell_calls_users_then_sigterm_stops_all(local_env):
     ports = local_env.pop("ports")
     runner = subprocess.Popen(
-        [sys.executable, "-m", "scripts.run"], env=local_env, cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "scripts.run"],
+        env=local_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         for port in ports.values():
@@ -95,8 +100,12 @@ def test_run_says_in_one_line_when_rabbitmq_is_unreachable(local_env):
     local_env.pop("ports")
     local_env["AMQP_URI"] = "amqp://guest:secret@127.0.0.1:1/"
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.run"], env=local_env, cwd=ROOT,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "scripts.run"],
+        env=local_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -109,8 +118,12 @@ def test_a_bad_config_refuses_to_start_with_what_to_set(local_env, tmp_path):
     local_env.pop("ports")
     local_env["USERS_DB_URI"] = ""
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.run", "--migrate-only"], env=local_env, cwd=ROOT,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "scripts.run", "--migrate-only"],
+        env=local_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

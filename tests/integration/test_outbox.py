@@ -1,4 +1,5 @@
 """The outbox relay against a real broker: prompt, durable through outages and crashes."""
+
 import json
 import time
 

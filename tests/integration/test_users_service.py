@@ -1,4 +1,5 @@
 """The users service in a real container on a real RabbitMQ, on SQLite and PostgreSQL."""
+
 import pytest
 import requests
 from nameko.events import event_handler
@@ -118,8 +119,12 @@ def test_events_are_published_as_the_contract_says(users, listener, rpc):
     for payload in (created, updated, deleted):
         assert payload["user_id"] == user["id"]
         assert len(payload["event_id"]) == 36 and payload["occurred_at"]
-    assert created["user"] == {"id": user["id"], "email": "ann@example.com", "name": "Ann",
-                               "role": "user"}
+    assert created["user"] == {
+        "id": user["id"],
+        "email": "ann@example.com",
+        "name": "Ann",
+        "role": "user",
+    }
     assert updated["changed"] == ["password"]
     text = repr(EventListener.received)
     assert "a brand new secret" not in text and "argon2" not in text

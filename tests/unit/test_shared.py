@@ -1,0 +1,166 @@
+"""The shared building blocks on their own: config checks, cursors, outbox relay, logs."""
+
+import json
+import logging
+
+import pytest
+from nameko_sqlalchemy.database import Session
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from shared.config import ConfigError, check_database, validate
+from shared.db import engine_for
+from shared.exceptions import InvalidInput
+from shared.logs import ContextFilter, JsonFormatter, _call, formatter
+from shared.outbox import OutboxWriter, count_pending, relay_pending
+from shared.pagination import decode_cursor, encode_cursor
+from shared.passwords import PasswordHasher
+from users.models import OutboxEvent
+
+GOOD = {
+    "AMQP_URI": "amqp://guest:guest@localhost:5672/",
+    "WEB_SERVER_ADDRESS": "0.0.0.0:8001",
+    "DB_URIS": {"users:Base": "sqlite:///var/users.sqlite3"},
+    "LOG_FORMAT": "json",
+    "LOG_LEVEL": "info",
+    "RPC_TIMEOUT": 5,
+}
+
+
+def test_a_good_config_passes():
+    validate(GOOD, "users", checks=(check_database,))
+
+
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("AMQP_URI", "http://nope", "set AMQP_URI"),
+        ("WEB_SERVER_ADDRESS", "8001", "set WEB_SERVER_ADDRESS"),
+        ("WEB_SERVER_ADDRESS", "0.0.0.0:99999", "set WEB_SERVER_ADDRESS"),
+        ("LOG_FORMAT", "xml", "set LOG_FORMAT"),
+        ("LOG_LEVEL", "LOUD", "set LOG_LEVEL"),
+        ("RPC_TIMEOUT", 0, "RPC_TIMEOUT must be a positive number"),
+        ("DB_URIS", {}, "set USERS_DB_URI"),
+        ("DB_URIS", {"users:Base": "not a url"}, "set USERS_DB_URI"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_what_to_set(key, value, says):
+    from shared.config import check_common
+
+    with pytest.raises(ConfigError) as error:
+        validate({**GOOD, key: value}, "users", checks=(check_common, check_database))
+    assert says in str(error.value)
+
+
+def test_every_problem_is_reported_at_once():
+    from shared.config import check_common
+
+    bad = {**GOOD, "AMQP_URI": None, "LOG_FORMAT": "xml"}
+    with pytest.raises(ConfigError) as error:
+        validate(bad, "users", checks=(check_common,))
+    assert "AMQP_URI" in str(error.value) and "LOG_FORMAT" in str(error.value)
+
+
+@pytest.mark.parametrize("last_id", [0, 1, 2**40])
+def test_a_cursor_round_trips(last_id):
+    assert decode_cursor(encode_cursor(last_id)) == last_id
+
+
+@pytest.mark.parametrize("cursor", ["x", "e30", "eyJhZnRlciI6ICJ4In0", "!!!", "eyJhZnRlciI6IC0xfQ"])
+def test_a_forged_cursor_is_invalid_input(cursor):
+    with pytest.raises(InvalidInput):
+        decode_cursor(cursor)
+
+
+@pytest.fixture
+def session_factory(users_db_uri):
+    engine = engine_for(users_db_uri)
+    yield sessionmaker(bind=engine, class_=Session)
+    engine.dispose()
+
+
+def write_events(session_factory, count):
+    writer = OutboxWriter(OutboxEvent, headers={"nameko.request_id": "r1"})
+    with session_factory() as session:
+        payloads = [writer.add(session, "thing_happened", {"n": n}) for n in range(count)]
+        session.commit()
+    return payloads
+
+
+def test_relay_publishes_in_order_with_headers_and_marks_sent(session_factory):
+    payloads = write_events(session_factory, 3)
+    published = []
+    sent = relay_pending(session_factory, OutboxEvent, lambda *args: published.append(args), 10)
+    assert sent == 3
+    assert published == [("thing_happened", p, {"nameko.request_id": "r1"}) for p in payloads]
+    assert count_pending(session_factory, OutboxEvent) == 0
+    assert relay_pending(session_factory, OutboxEvent, published.append, 10) == 0
+
+
+def test_relay_keeps_what_the_broker_did_not_confirm(session_factory):
+    write_events(session_factory, 3)
+    calls = []
+
+    def publish_fails_on_the_second(event_type, payload, headers):
+        calls.append(payload["n"])
+        if payload["n"] == 1:
+            raise ConnectionError("broker went away")
+
+    with pytest.raises(ConnectionError):
+        relay_pending(session_factory, OutboxEvent, publish_fails_on_the_second, 10)
+    assert count_pending(session_factory, OutboxEvent) == 2
+    resent = []
+    relay_pending(session_factory, OutboxEvent, lambda t, p, h: resent.append(p["n"]), 10)
+    assert calls == [0, 1] and resent == [1, 2]
+    with session_factory() as session:
+        attempts = session.scalars(select(OutboxEvent.attempts).order_by(OutboxEvent.id)).all()
+    assert attempts == [1, 2, 1]
+
+
+def test_relay_sends_at_most_one_batch_per_call(session_factory):
+    write_events(session_factory, 5)
+    assert relay_pending(session_factory, OutboxEvent, lambda *args: None, 2) == 2
+    assert count_pending(session_factory, OutboxEvent) == 3
+
+
+def make_record(message="hello", **extra):
+    record = logging.makeLogRecord(
+        {"name": "users.logic", "levelname": "INFO", "msg": message, **extra}
+    )
+    ContextFilter(service="users").filter(record)
+    return record
+
+
+def test_json_logs_are_one_object_a_line_with_the_call_ids():
+    token = _call.set({"request_id": "req-1", "call_id": "users.get_user.7"})
+    try:
+        line = JsonFormatter().format(make_record(duration_ms=3.5))
+    finally:
+        _call.reset(token)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["service"] == "users" and entry["message"] == "hello"
+    assert entry["request_id"] == "req-1" and entry["call_id"] == "users.get_user.7"
+    assert entry["duration_ms"] == 3.5 and entry["level"] == "INFO"
+    assert entry["time"].endswith("Z")
+
+
+def test_text_logs_name_the_service_and_request():
+    token = _call.set({"request_id": "req-2", "call_id": "c"})
+    try:
+        line = formatter("text").format(make_record())
+    finally:
+        _call.reset(token)
+    assert "users" in line and "[req-2]" in line and "hello" in line
+
+
+def test_passwords_default_to_owasp_argon2id_settings():
+    hashed = PasswordHasher().hash("correct horse battery")
+    assert hashed.startswith("$argon2id$") and "m=19456,t=2,p=1" in hashed
+
+
+def test_a_password_verifies_and_a_wrong_or_garbage_hash_does_not(fast_hasher):
+    hashed = fast_hasher.hash("correct horse battery")
+    assert fast_hasher.verify(hashed, "correct horse battery")
+    assert not fast_hasher.verify(hashed, "wrong")
+    assert not fast_hasher.verify("not a hash", "correct horse battery")
