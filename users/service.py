@@ -13,7 +13,7 @@ from shared.health import health_report, json_response
 from shared.logs import LoggingContext
 from shared.outbox import Outbox
 from shared.passwords import Passwords
-from users import logic
+from users import logic, sessions
 from users.models import Base, OutboxEvent
 
 
@@ -50,6 +50,16 @@ class UsersService:
     @rpc(expected_exceptions=EXPECTED)
     def authenticate(self, email, password):
         return logic.authenticate(self.db.session, self.passwords, email, password)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def store_refresh_token(self, user_id, jti, expires_at):
+        """Remember a refresh token the gateway issued (``expires_at``: ISO 8601)."""
+        sessions.store_refresh_token(self.db.session, user_id, jti, expires_at)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def rotate_refresh_token(self, old_jti, new_jti, new_expires_at):
+        """Spend a refresh token for a new one; returns the user as it is now."""
+        return sessions.rotate_refresh_token(self.db.session, old_jti, new_jti, new_expires_at)
 
     @rpc
     def health(self):

@@ -1,0 +1,101 @@
+"""users.sessions: refresh-token rotation on SQLite and PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from shared.exceptions import AuthenticationFailed, InvalidInput, NotFound
+from shared.outbox import OutboxWriter
+from users import logic, sessions
+from users.models import OutboxEvent, RefreshToken
+
+PASSWORD = "correct horse battery"
+
+
+def in_days(days):
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+@pytest.fixture
+def user(users_session, fast_hasher):
+    data = {"email": "ann@example.com", "name": "Ann", "password": PASSWORD}
+    return logic.create_user(users_session, OutboxWriter(OutboxEvent), fast_hasher, data)
+
+
+@pytest.fixture
+def stored(users_session, user):
+    sessions.store_refresh_token(users_session, user["id"], "jti-1", in_days(7))
+    return "jti-1"
+
+
+def test_rotation_returns_the_user_and_makes_the_new_token_usable(users_session, user, stored):
+    assert sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7)) == user
+    assert sessions.rotate_refresh_token(users_session, "jti-2", "jti-3", in_days(7)) == user
+
+
+def test_a_rotated_token_cannot_be_used_again(users_session, stored):
+    sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7))
+    with pytest.raises(AuthenticationFailed):
+        sessions.rotate_refresh_token(users_session, stored, "jti-3", in_days(7))
+
+
+def test_reusing_a_rotated_token_revokes_every_token_of_its_user(users_session, stored):
+    sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7))
+    with pytest.raises(AuthenticationFailed):
+        sessions.rotate_refresh_token(users_session, stored, "jti-3", in_days(7))
+    with pytest.raises(AuthenticationFailed):
+        sessions.rotate_refresh_token(users_session, "jti-2", "jti-4", in_days(7))
+
+
+def test_an_unknown_token_is_refused(users_session, user):
+    with pytest.raises(AuthenticationFailed):
+        sessions.rotate_refresh_token(users_session, "never-issued", "jti-2", in_days(7))
+
+
+def test_an_expired_token_is_refused(users_session, user):
+    sessions.store_refresh_token(users_session, user["id"], "old", in_days(-1))
+    with pytest.raises(AuthenticationFailed):
+        sessions.rotate_refresh_token(users_session, "old", "jti-2", in_days(7))
+
+
+def test_a_failed_rotation_stores_nothing(users_session, user):
+    with pytest.raises(AuthenticationFailed):
+        sessions.rotate_refresh_token(users_session, "never-issued", "jti-2", in_days(7))
+    assert users_session.get(RefreshToken, "jti-2") is None
+
+
+def test_rotation_returns_the_current_role(users_session, user, stored, fast_hasher):
+    logic.update_user(
+        users_session, OutboxWriter(OutboxEvent), fast_hasher, user["id"], {"role": "admin"}
+    )
+    assert sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7))["role"] == (
+        "admin"
+    )
+
+
+def test_deleting_the_user_deletes_its_tokens(users_session, user, stored):
+    logic.delete_user(users_session, OutboxWriter(OutboxEvent), user["id"])
+    assert users_session.scalars(select(RefreshToken)).all() == []
+    with pytest.raises(AuthenticationFailed):
+        sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7))
+
+
+def test_storing_a_token_for_a_missing_user_is_not_found(users_session):
+    with pytest.raises(NotFound):
+        sessions.store_refresh_token(users_session, 999, "jti-1", in_days(7))
+
+
+def test_expiry_times_in_any_zone_compare_as_utc(users_session, user):
+    tokyo = timezone(timedelta(hours=9))
+    in_an_hour_in_tokyo = datetime.now(tokyo) + timedelta(hours=1)
+    sessions.store_refresh_token(users_session, user["id"], "jti-1", in_an_hour_in_tokyo)
+    sessions.rotate_refresh_token(users_session, "jti-1", "jti-2", in_days(7))
+
+
+@pytest.mark.parametrize(
+    ("jti", "expires_at"), [("", in_days(7)), ("x" * 65, in_days(7)), ("ok", "tomorrow")]
+)
+def test_bad_arguments_are_invalid_input(users_session, user, jti, expires_at):
+    with pytest.raises(InvalidInput):
+        sessions.store_refresh_token(users_session, user["id"], jti, expires_at)
