@@ -10,12 +10,16 @@ import contextvars
 import json
 import logging
 import time
+from weakref import WeakKeyDictionary
 
 from nameko.extensions import DependencyProvider
+
+from shared.metrics import entrypoint_type, outcome_of
 
 REQUEST_ID_KEY = "request_id"
 
 _call = contextvars.ContextVar("nameko_call", default=None)
+calls_log = logging.getLogger("calls")
 
 # fields of a LogRecord that are not the caller's ``extra=``
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "service"}
@@ -76,13 +80,51 @@ class LoggingContext(DependencyProvider):
     Each nameko worker runs in its own greenlet, and each greenlet has its own
     ``contextvars`` context, so calls never see each other's ids. A call that
     arrives without a ``request_id`` (``nameko shell``, a timer) uses its call id.
+    It also logs each call once: entrypoint, outcome and duration.
     """
 
+    def setup(self):
+        self.started = WeakKeyDictionary()
+
     def worker_setup(self, worker_ctx):
+        self.started[worker_ctx] = time.perf_counter()
         call_id = worker_ctx.call_id
         request_id = worker_ctx.data.get(REQUEST_ID_KEY) or call_id
         worker_ctx.data[REQUEST_ID_KEY] = request_id
         _call.set({"request_id": request_id, "call_id": call_id})
 
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        started = self.started.pop(worker_ctx, None)
+        entrypoint = worker_ctx.entrypoint
+        outcome = outcome_of(entrypoint, exc_info)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        level = logging.ERROR if outcome == "error" else logging.INFO
+        calls_log.log(
+            level,
+            "%s %s.%s %s in %s ms",
+            entrypoint_type(entrypoint),
+            worker_ctx.service_name,
+            entrypoint.method_name,
+            outcome,
+            duration_ms,
+            extra={
+                "entrypoint": f"{worker_ctx.service_name}.{entrypoint.method_name}",
+                "duration_ms": duration_ms,
+                "outcome": outcome,
+                **({"error": type(exc_info[1]).__name__} if exc_info else {}),
+            },
+        )
+
     def worker_teardown(self, worker_ctx):
         _call.set(None)
+
+
+class DropExpectedErrorTracebacks(logging.Filter):
+    """nameko logs every expected exception (a client's mistake) with a traceback.
+
+    :class:`LoggingContext` already logs each call once with its outcome, so the
+    traceback is noise; real errors keep theirs.
+    """
+
+    def filter(self, record):
+        return not str(record.msg).startswith("(expected) error handling worker")

@@ -26,6 +26,7 @@ from nameko.constants import PERSISTENT
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder
 from nameko.standalone.events import get_event_exchange
+from prometheus_client import Counter, Gauge
 from sqlalchemy import Integer, String, Text, delete, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -49,9 +50,7 @@ class OutboxMixin:
     payload: Mapped[str] = mapped_column(Text)
     headers: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(
-        UTCDateTime, nullable=True, index=True
-    )
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -161,6 +160,7 @@ class Outbox(DependencyProvider, HeaderEncoder):
         self._bell = LightQueue(maxsize=1)
         self._relay_thread = None
         self.writers = WeakKeyDictionary()
+        self.published_counter = None
 
     def start(self):
         database = find_dependency(self.container, self.database_attr)
@@ -205,11 +205,29 @@ class Outbox(DependencyProvider, HeaderEncoder):
         while True:
             sent = relay_pending(self.session_factory, self.model, self.publish, self.batch_size)
             total += sent
+            if self.published_counter is not None:
+                self.published_counter.inc(sent)
             if sent < self.batch_size:
                 return total
 
     def pending(self):
         return count_pending(self.session_factory, self.model)
+
+    def register_metrics(self, registry):
+        """Called by :class:`shared.metrics.Metrics`: the backlog and what was published."""
+        self.published_counter = Counter(
+            "outbox_published_total", "Events the outbox relay published", registry=registry
+        )
+        Gauge(
+            "outbox_backlog", "Events committed but not yet published", registry=registry
+        ).set_function(self._pending_or_nan)
+
+    def _pending_or_nan(self):
+        # a scrape must not fail because the database is away: NaN says "unknown"
+        try:
+            return self.pending()
+        except Exception:
+            return float("nan")
 
     def _relay_forever(self):
         backoff = 0.0

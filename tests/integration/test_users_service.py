@@ -6,6 +6,7 @@ from nameko.events import event_handler
 from nameko.testing.services import entrypoint_waiter
 
 from shared.exceptions import AuthenticationFailed, Conflict, InvalidInput, NotFound
+from tests.helpers import wait_until
 from users.service import UsersService
 
 PASSWORD = "correct horse battery"
@@ -142,3 +143,27 @@ def test_a_refused_call_publishes_nothing(users, listener, rpc):
         create(rpc, email="third@example.com")
     emails = [payload["user"]["email"] for _, payload in EventListener.received]
     assert emails == ["ann@example.com", "third@example.com"]
+
+
+def test_each_call_is_logged_once_with_its_request_id_outcome_and_duration(
+    users, rabbit_config, caplog
+):
+    import logging
+
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from shared.logs import ContextFilter
+
+    caplog.handler.addFilter(ContextFilter(service="users"))
+    with caplog.at_level(logging.INFO, logger="calls"):
+        with ClusterRpcProxy(
+            rabbit_config, context_data={"request_id": "req-42"}, timeout=10
+        ) as rpc:
+            with pytest.raises(NotFound):
+                rpc.users.get_user(999)
+    # nameko logs a call just after it replied
+    [record] = wait_until(lambda: [r for r in caplog.records if r.name == "calls"])
+    assert record.entrypoint == "users.get_user"
+    assert record.outcome == "expected_error" and record.error == "NotFound"
+    assert record.request_id == "req-42" and record.call_id.startswith("users.get_user.")
+    assert record.duration_ms >= 0

@@ -164,3 +164,13 @@ def test_a_password_verifies_and_a_wrong_or_garbage_hash_does_not(fast_hasher):
     assert fast_hasher.verify(hashed, "correct horse battery")
     assert not fast_hasher.verify(hashed, "wrong")
     assert not fast_hasher.verify("not a hash", "correct horse battery")
+
+
+def test_expected_error_tracebacks_are_dropped_and_real_errors_kept():
+    from shared.logs import DropExpectedErrorTracebacks
+
+    drop = DropExpectedErrorTracebacks()
+    expected = logging.makeLogRecord({"msg": "(expected) error handling worker %s: %s"})
+    real = logging.makeLogRecord({"msg": "error handling worker %s: %s"})
+    assert drop.filter(expected) is False
+    assert drop.filter(real) is True
