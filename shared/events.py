@@ -1,15 +1,71 @@
-"""The consumer side of events: idempotency by ``event_id``.
+"""The consumer side of events: idempotency by ``event_id``, bounded retries, dead letters.
 
-A handler records the ``event_id`` it processed in the same transaction as its
-effect; a redelivered event finds its id already there and changes nothing.
+Idempotency (:func:`handle_once`): a handler records the ``event_id`` it processed
+in the same transaction as its effect; a redelivered event finds its id already
+there and changes nothing.
+
+Failures (:class:`EventHandler`, used as ``@event_handler(source, event_type)``):
+nameko 2.14.1 can only ack a failed message (it is lost) or requeue it (it comes
+straight back, for ever). This handler does neither. For the handler's queue
+``Q`` (nameko's ``evt-<source>-<event>--<service>.<method>``) it declares
+
+- ``Q.retry``: durable, no consumer, ``x-dead-letter-exchange=""`` and
+  ``x-dead-letter-routing-key=Q``. A failed message is republished there (same
+  body and headers, plus ``x-retry-count``) with a per-message TTL
+  (``expiration``) of ``EVENT_RETRY_DELAY * 2 ** (retries so far)`` seconds;
+  when it expires RabbitMQ dead-letters it through the default exchange to ``Q``
+  alone, so the other services subscribed to the event never see the retry.
+- ``Q.dead-letter``: durable, no consumer. After ``EVENT_MAX_RETRIES`` retries
+  the message is published here instead, with ``x-last-error`` and
+  ``x-dead-lettered-at``, logged at ERROR with its ``event_id`` and counted in
+  :attr:`EventHandler.dead_lettered`. :mod:`shared.deadletters` lists and
+  replays them.
+
+The original delivery is acked only after the broker confirmed the republish;
+if the republish fails, the original is requeued instead, so a message is never
+lost, only possibly delivered twice (which :func:`handle_once` absorbs).
+
+Why one retry queue with per-message TTL rather than a queue per delay: queue
+arguments cannot change once declared, per-message TTLs can, so changing the
+config needs no queue surgery. The cost: RabbitMQ expires messages only at the
+head of a queue, so a short delay can wait behind a longer one (never shorter
+than asked, never longer than the longest delay).
 """
 
+import logging
 from datetime import datetime
 
-from sqlalchemy import DateTime, String
+from kombu import Queue
+from nameko.amqp.publish import Publisher
+from nameko.constants import HEADER_PREFIX, PERSISTENT
+from nameko.events import EventHandler as _NamekoEventHandler
+from sqlalchemy import String
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.db import UTCDateTime
+from shared.exceptions import InvalidInput
 from shared.outbox import utcnow
+
+log = logging.getLogger(__name__)
+
+RETRY_COUNT_HEADER = "x-retry-count"
+LAST_ERROR_HEADER = "x-last-error"
+DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
+ORIGINAL_QUEUE_HEADER = "x-original-queue"
+# headers of ours and of RabbitMQ's dead-lettering, dropped when a message is replayed
+DELIVERY_HEADERS = (
+    RETRY_COUNT_HEADER,
+    LAST_ERROR_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    ORIGINAL_QUEUE_HEADER,
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+)
+MAX_RETRY_DELAY = 300.0
+EVENT_ID_MAX = 36
 
 
 class ProcessedEventMixin:
@@ -19,4 +75,195 @@ class ProcessedEventMixin:
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(100))
-    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def event_id_of(payload):
+    """The payload's ``event_id``, or :class:`InvalidInput` if it has none usable."""
+    event_id = payload.get("event_id") if isinstance(payload, dict) else None
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= EVENT_ID_MAX:
+        raise InvalidInput("event without a usable event_id", {"event_id": ["Missing or invalid."]})
+    return event_id
+
+
+def handle_once(session, model, payload, event_type, effect):
+    """Apply ``effect(session)`` for the event in ``payload`` once, whatever the redelivery.
+
+    The event's id is inserted into ``model`` (a :class:`ProcessedEventMixin`
+    table) first, then ``effect`` runs in the same transaction (it must not
+    commit), then both are committed together. A duplicate, sequential or
+    concurrent, collides on the primary key: on PostgreSQL the second insert
+    waits for the first transaction and then fails, so the effect never runs
+    twice. Returns ``True`` if applied, ``False`` if it was a duplicate. If
+    ``effect`` raises, nothing is recorded and the exception propagates (the
+    handler's retries take over).
+    """
+    event_id = event_id_of(payload)
+    if session.get(model, event_id) is not None:
+        session.rollback()
+        return False
+    try:
+        session.add(model(event_id=event_id, event_type=event_type))
+        session.flush()
+        effect(session)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if session.get(model, event_id) is not None:
+            session.rollback()
+            return False
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    return True
+
+
+def retry_queue_name(queue_name):
+    return f"{queue_name}.retry"
+
+
+def dead_letter_queue_name(queue_name):
+    return f"{queue_name}.dead-letter"
+
+
+def retry_delay(base_delay, retries_so_far):
+    """Seconds to wait before retry number ``retries_so_far + 1``: doubling, capped."""
+    return min(base_delay * 2**retries_so_far, MAX_RETRY_DELAY)
+
+
+class EventHandler(_NamekoEventHandler):
+    """nameko's ``EventHandler`` with bounded, delayed retries and a dead-letter queue.
+
+    Config: ``EVENT_MAX_RETRIES`` (default 3; 0 dead-letters at the first
+    failure) and ``EVENT_RETRY_DELAY`` (seconds before the first retry, default
+    1; each next retry waits twice as long, at most 300 s). Only for
+    ``SERVICE_POOL`` and ``SINGLETON`` handlers: their queues are durable.
+    """
+
+    def __init__(self, source_service, event_type, **kwargs):
+        if kwargs.get("requeue_on_error"):
+            raise ValueError("requeue_on_error would loop for ever; failures are retried instead")
+        super().__init__(source_service, event_type, **kwargs)
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.max_retries = int(config.get("EVENT_MAX_RETRIES", 3))
+        self.retry_delay = float(config.get("EVENT_RETRY_DELAY", 1))
+        if self.max_retries < 0 or self.retry_delay < 0:
+            raise ValueError("EVENT_MAX_RETRIES and EVENT_RETRY_DELAY must not be negative")
+        self.dead_lettered = 0
+        name = self.queue.name
+        self.retry_queue = Queue(
+            retry_queue_name(name),
+            durable=True,
+            queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name},
+        )
+        self.dead_letter_queue = Queue(dead_letter_queue_name(name), durable=True)
+        self.publisher = Publisher(
+            config["AMQP_URI"],
+            use_confirms=True,
+            # a message that cannot be routed to its queue must fail, not vanish
+            mandatory=True,
+            delivery_mode=PERSISTENT,
+            declare=[self.retry_queue, self.dead_letter_queue],
+            ssl=config.get("AMQP_SSL"),
+        )
+
+    def unpack_message_headers(self, message):
+        # only nameko's context (request id, call stack) reaches the worker: the
+        # retry bookkeeping and RabbitMQ's x-death (with datetimes) would otherwise
+        # be copied into the headers of every event the handler itself writes
+        prefix = f"{HEADER_PREFIX}."
+        return {
+            key[len(prefix) :]: value
+            for key, value in (message.headers or {}).items()
+            if key.startswith(prefix)
+        }
+
+    def handle_message_processed(self, message, result=None, exc_info=None):
+        if exc_info is None:
+            self.queue_consumer.ack_message(message)
+            return
+        try:
+            self._retry_or_dead_letter(message, exc_info[1])
+        except Exception:
+            log.exception(
+                "cannot republish failed event %s from %s; requeueing it",
+                _event_id_or_none(message),
+                self.queue.name,
+            )
+            self.queue_consumer.requeue_message(message)
+        else:
+            self.queue_consumer.ack_message(message)
+
+    def _retry_or_dead_letter(self, message, error):
+        headers = {
+            key: value
+            for key, value in (message.headers or {}).items()
+            if key not in DELIVERY_HEADERS
+        }
+        retries = _int_or_zero((message.headers or {}).get(RETRY_COUNT_HEADER))
+        event_id = _event_id_or_none(message)
+        if retries < self.max_retries:
+            delay = retry_delay(self.retry_delay, retries)
+            headers[RETRY_COUNT_HEADER] = retries + 1
+            self._republish(message, self.retry_queue.name, headers, expiration=delay)
+            log.warning(
+                "event %s failed in %s (%s); retry %d of %d in %.2fs",
+                event_id,
+                self.queue.name,
+                error,
+                retries + 1,
+                self.max_retries,
+                delay,
+                extra={"event_id": event_id, "queue": self.queue.name},
+            )
+            return
+        headers.update(
+            {
+                RETRY_COUNT_HEADER: retries,
+                LAST_ERROR_HEADER: f"{type(error).__name__}: {error}"[:1000],
+                DEAD_LETTERED_AT_HEADER: utcnow().isoformat(),
+                ORIGINAL_QUEUE_HEADER: self.queue.name,
+            }
+        )
+        self._republish(message, self.dead_letter_queue.name, headers)
+        self.dead_lettered += 1
+        log.error(
+            "event %s dead-lettered to %s after %d retries: %s",
+            event_id,
+            self.dead_letter_queue.name,
+            retries,
+            error,
+            extra={"event_id": event_id, "queue": self.queue.name},
+        )
+
+    def _republish(self, message, queue_name, headers, expiration=None):
+        # the body goes out byte for byte, with its content type: no re-serialising
+        self.publisher.publish(
+            message.body,
+            exchange="",
+            routing_key=queue_name,
+            headers=headers,
+            expiration=expiration,
+            serializer=None,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+        )
+
+
+def _int_or_zero(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _event_id_or_none(message):
+    try:
+        payload = message.payload
+    except Exception:
+        return None
+    return payload.get("event_id") if isinstance(payload, dict) else None
+
+
+event_handler = EventHandler.decorator

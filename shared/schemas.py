@@ -135,3 +135,128 @@ def require_id(value, name="id"):
         return IdSchema().load({"id": value})["id"]
     except ValidationError as error:
         raise InvalidInput(f"invalid {name}", {name: error.messages["id"]}) from None
+
+
+# --- Orders -------------------------------------------------------------------------------------
+# (imports kept with the section they serve, so the section is appended whole)
+import math  # noqa: E402
+import re  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+ORDER_STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled")
+CURRENCY = "EUR"
+ITEMS_MIN, ITEMS_MAX = 1, 100
+QUANTITY_MIN, QUANTITY_MAX = 1, 1000
+UNIT_PRICE_MIN, UNIT_PRICE_MAX = Decimal("0.01"), Decimal("1000000.00")
+SKU_MAX = 64
+IDEMPOTENCY_KEY_MAX = 255
+_PLAIN_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+
+
+def _printable(value):
+    if not value.isprintable() or not value.strip():
+        raise ValidationError("Must be printable characters, not only spaces.")
+
+
+class Money(fields.Field):
+    """An exact amount with at most two decimal places, dumped as ``"19.99"``.
+
+    Loads a string of digits (``"19.99"``, ``"20"``) or a JSON number. A number
+    counts by its shortest decimal form (``19.99`` is ``"19.99"``), so a float
+    that needs more than two places (``19.999``, ``0.1 + 0.2``) is refused, as
+    are signs, exponents, blanks, ``NaN`` and booleans. Loads to ``Decimal``.
+    """
+
+    default_error_messages = {
+        "invalid": 'Not an amount: give a decimal string like "19.99".',
+        "places": "At most 2 decimal places.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise self.make_error("invalid")
+        if isinstance(value, float):
+            # repr is the shortest text that reads back as the same float
+            text = repr(value) if math.isfinite(value) else "nan"
+        else:
+            text = str(value)
+        match = _PLAIN_DECIMAL.fullmatch(text) if len(text) <= 32 else None
+        if match is None:
+            raise self.make_error("invalid")
+        if match.group(2) and len(match.group(2)) > 2:
+            raise self.make_error("places")
+        return Decimal(text).quantize(Decimal("0.01"))
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return f"{Decimal(value).quantize(Decimal('0.01')):f}"
+
+
+class ItemSchema(Schema):
+    """One line of an order."""
+
+    class Meta:
+        unknown = RAISE
+
+    sku = fields.String(required=True, validate=[validate.Length(min=1, max=SKU_MAX), _printable])
+    quantity = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=QUANTITY_MIN, max=QUANTITY_MAX)
+    )
+    unit_price = Money(
+        required=True, validate=validate.Range(min=UNIT_PRICE_MIN, max=UNIT_PRICE_MAX)
+    )
+
+
+class OrderCreateSchema(Schema):
+    """The body of a new order; the owner and the idempotency key come from elsewhere."""
+
+    class Meta:
+        unknown = RAISE
+
+    items = fields.List(
+        fields.Nested(ItemSchema),
+        required=True,
+        validate=validate.Length(min=ITEMS_MIN, max=ITEMS_MAX),
+    )
+
+
+class IdempotencyKeySchema(Schema):
+    """The ``Idempotency-Key`` a client sends: optional, 1-255 printable characters."""
+
+    idempotency_key = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=[validate.Length(min=1, max=IDEMPOTENCY_KEY_MAX), _printable],
+    )
+
+
+class OrderSchema(Schema):
+    """An order as every caller sees one; money as two-place decimal strings."""
+
+    id = fields.Integer(required=True)
+    user_id = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(ORDER_STATUSES))
+    items = fields.List(fields.Nested(ItemSchema), required=True)
+    total = Money(required=True)
+    currency = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class StatusChangeSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(required=True, validate=validate.OneOf(ORDER_STATUSES))
+
+
+class OrderListQuerySchema(PageQuerySchema):
+    """``limit``, ``cursor`` and the optional filters ``user_id`` and ``status``."""
+
+    user_id = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=2**63 - 1)
+    )
+    status = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(ORDER_STATUSES)
+    )

@@ -114,3 +114,27 @@ def authenticate(session, hasher, email, password):
             session.commit()
         return dump(user)
     raise AuthenticationFailed("wrong email or password")
+
+
+def record_order_created(session, payload):
+    """Handle ``order_created``: the order's user counts one more order, once per event.
+
+    The increment and the processed ``event_id`` commit together, so a
+    redelivered event changes nothing. An order of a user deleted meanwhile
+    counts for nobody (and the event is still marked processed). Returns whether
+    the event was applied (``False`` for a duplicate).
+    """
+    from sqlalchemy import update
+
+    from shared.events import event_id_of, handle_once
+    from users.models import ProcessedEvent
+
+    event_id_of(payload)
+    user_id = require_id(payload.get("user_id"), "user_id")
+
+    def count_order(session):
+        session.execute(
+            update(User).where(User.id == user_id).values(order_count=User.order_count + 1)
+        )
+
+    return handle_once(session, ProcessedEvent, payload, "order_created", count_order)

@@ -8,6 +8,7 @@ from nameko.web.handlers import http
 
 from shared.config import ConfigCheck, check_database
 from shared.db import Database
+from shared.events import event_handler
 from shared.exceptions import EXPECTED
 from shared.health import health_report, json_response
 from shared.logs import LoggingContext
@@ -64,6 +65,11 @@ class UsersService:
     @rpc
     def health(self):
         return health_report(self.name, self.db.session)
+
+    @event_handler("orders", "order_created")
+    def handle_order_created(self, payload):
+        """The order's user counts one more order (once per event, whatever the redelivery)."""
+        logic.record_order_created(self.db.session, payload)
 
     @http("GET", "/health")
     def http_health(self, request):

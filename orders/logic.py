@@ -1,0 +1,252 @@
+"""What the orders service does, as plain functions of a session.
+
+No nameko here: a unit test calls these with a SQLite or PostgreSQL session, an
+``OutboxWriter`` and a plain function for the users lookup. Every function that
+changes something commits once, with its events, or raises and changes nothing.
+"""
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from orders.models import Order, OrderItem, ProcessedEvent
+from shared.events import event_id_of, handle_once
+from shared.exceptions import Conflict, InvalidInput, NotFound
+from shared.outbox import utcnow
+from shared.pagination import paginate
+from shared.schemas import (
+    CURRENCY,
+    IdempotencyKeySchema,
+    OrderCreateSchema,
+    OrderListQuerySchema,
+    OrderSchema,
+    StatusChangeSchema,
+    load,
+    require_id,
+)
+
+order_schema = OrderSchema()
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# where each status may go; everything else is a Conflict
+TRANSITIONS = {
+    "pending": ("paid", "cancelled"),
+    "paid": ("shipped", "cancelled"),
+    "shipped": ("delivered",),
+    "delivered": (),
+    "cancelled": (),
+}
+OPEN_STATUSES = ("pending", "paid")
+
+
+def dump(order):
+    return order_schema.dump(order)
+
+
+def _not_found(order_id):
+    return NotFound(f"order {order_id} not found")
+
+
+def _get(session, order_id, user_id=None, for_update=False):
+    """The order, or NotFound; also NotFound when ``user_id`` is given and is not the owner."""
+    order_id = require_id(order_id, "order_id")
+    owner = None if user_id is None else require_id(user_id, "user_id")
+    order = session.get(Order, order_id, with_for_update=for_update or None)
+    if order is None or (owner is not None and order.user_id != owner):
+        # someone else's order looks exactly like no order: no existence leak
+        raise _not_found(order_id)
+    return order
+
+
+def _find_by_key(session, user_id, key):
+    return session.scalars(
+        select(Order).where(Order.user_id == user_id, Order.idempotency_key == key)
+    ).first()
+
+
+def _fresh(order):
+    return order.created_at > utcnow() - IDEMPOTENCY_WINDOW
+
+
+def create_order(session, outbox, user_exists, user_id, items, idempotency_key=None):
+    """Create an order for ``user_id``; ``{"order": order, "created": bool}``.
+
+    ``created`` is ``False`` when ``idempotency_key`` was already used by this
+    user within 24 hours: the first order comes back and nothing is written (an
+    HTTP caller answers 201 for ``True``, 200 for ``False``). A replay returns the
+    first order whatever ``items`` say this time. Concurrent calls with one key
+    race on a unique constraint, not on a read: exactly one insert wins and the
+    others return the winner. After 24 hours the key is released and a new
+    order is made.
+
+    ``user_exists(user_id)`` asks the users service (it may raise
+    ``Unavailable``); it runs before the write transaction opens, so no
+    network call ever holds database locks. An unknown user is ``InvalidInput``.
+    """
+    user_id = require_id(user_id, "user_id")
+    fields = load(OrderCreateSchema(), {"items": items}, "invalid order")
+    key = load(IdempotencyKeySchema(), {"idempotency_key": idempotency_key}, "invalid order")[
+        "idempotency_key"
+    ]
+
+    if key is not None:
+        earlier = _find_by_key(session, user_id, key)
+        # end the read transaction before the network call below
+        session.rollback()
+        if earlier is not None and _fresh(earlier):
+            return {"order": dump(earlier), "created": False}
+
+    if not user_exists(user_id):
+        raise InvalidInput("invalid order", {"user_id": ["Unknown user."]})
+
+    try:
+        if key is not None:
+            # a key older than the window is released for the new order
+            session.execute(
+                update(Order)
+                .where(
+                    Order.user_id == user_id,
+                    Order.idempotency_key == key,
+                    Order.created_at <= utcnow() - IDEMPOTENCY_WINDOW,
+                )
+                .values(idempotency_key=None)
+            )
+        order = _new_order(user_id, fields["items"], key)
+        session.add(order)
+        session.flush()
+        data = dump(order)
+        outbox.add(
+            session,
+            "order_created",
+            {
+                "order_id": data["id"],
+                "user_id": data["user_id"],
+                "status": data["status"],
+                "items": data["items"],
+                "total": data["total"],
+                "currency": data["currency"],
+            },
+        )
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        winner = _find_by_key(session, user_id, key) if key is not None else None
+        if winner is None:
+            raise
+        return {"order": dump(winner), "created": False}
+    return {"order": dump(order), "created": True}
+
+
+def _new_order(user_id, items, key):
+    lines = [
+        OrderItem(
+            position=position,
+            sku=item["sku"],
+            quantity=item["quantity"],
+            unit_price_cents=int(item["unit_price"] * 100),
+        )
+        for position, item in enumerate(items)
+    ]
+    return Order(
+        user_id=user_id,
+        status="pending",
+        currency=CURRENCY,
+        total_cents=sum(line.quantity * line.unit_price_cents for line in lines),
+        idempotency_key=key,
+        items=lines,
+    )
+
+
+def get_order(session, order_id, user_id=None):
+    """The order; ``NotFound`` if there is none or ``user_id`` is given and does not own it."""
+    return dump(_get(session, order_id, user_id))
+
+
+def list_orders(session, user_id=None, status=None, limit=20, cursor=None):
+    """A page ``{"items": [...], "next_cursor": str | None}``, oldest first."""
+    query = load(
+        OrderListQuerySchema(),
+        {"user_id": user_id, "status": status, "limit": limit, "cursor": cursor},
+        "invalid query",
+    )
+    statement = select(Order)
+    if query["user_id"] is not None:
+        statement = statement.where(Order.user_id == query["user_id"])
+    if query["status"] is not None:
+        statement = statement.where(Order.status == query["status"])
+    orders, next_cursor = paginate(session, statement, Order.id, query["limit"], query["cursor"])
+    return {"items": [dump(order) for order in orders], "next_cursor": next_cursor}
+
+
+def _change_status(session, outbox, order, new_status):
+    old_status = order.status
+    if new_status not in TRANSITIONS[old_status]:
+        raise Conflict(
+            f"order {order.id} cannot go from {old_status} to {new_status}",
+            {"from": old_status, "to": new_status},
+        )
+    order.status = new_status
+    order.updated_at = utcnow()
+    outbox.add(
+        session,
+        "order_status_changed",
+        {"order_id": order.id, "user_id": order.user_id, "from": old_status, "to": new_status},
+    )
+
+
+def set_status(session, outbox, order_id, status):
+    """Move the order along ``pending → paid → shipped → delivered`` (or to ``cancelled``).
+
+    An unknown status is ``InvalidInput``; a move the machine does not allow is
+    ``Conflict`` naming both states. The row is locked while it changes
+    (``SELECT ... FOR UPDATE`` on PostgreSQL), so two racing changes cannot
+    both start from the same state.
+    """
+    new_status = load(StatusChangeSchema(), {"status": status}, "invalid status")["status"]
+    order = _get(session, order_id, for_update=True)
+    try:
+        _change_status(session, outbox, order, new_status)
+    except Conflict:
+        session.rollback()
+        raise
+    session.commit()
+    return dump(order)
+
+
+def cancel_order(session, outbox, order_id, user_id=None):
+    """Cancel a ``pending`` or ``paid`` order, else ``Conflict``; owner check as ``get_order``."""
+    order = _get(session, order_id, user_id, for_update=True)
+    try:
+        _change_status(session, outbox, order, "cancelled")
+    except Conflict:
+        session.rollback()
+        raise
+    session.commit()
+    return dump(order)
+
+
+def cancel_orders_of_deleted_user(session, outbox, payload):
+    """Handle ``user_deleted``: cancel the user's open orders, once per event.
+
+    Each cancelled order records ``order_status_changed``, in the same
+    transaction as the cancellation and the processed ``event_id``. Returns how
+    many orders were cancelled (0 for a redelivered event).
+    """
+    event_id_of(payload)
+    user_id = require_id(payload.get("user_id"), "user_id")
+    cancelled = []
+
+    def cancel_open_orders(session):
+        open_orders = session.scalars(
+            select(Order)
+            .where(Order.user_id == user_id, Order.status.in_(OPEN_STATUSES))
+            .order_by(Order.id)
+            .with_for_update()
+        ).all()
+        for order in open_orders:
+            _change_status(session, outbox, order, "cancelled")
+            cancelled.append(order.id)
+
+    handle_once(session, ProcessedEvent, payload, "user_deleted", cancel_open_orders)
+    return len(cancelled)

@@ -1,0 +1,72 @@
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shared.db import UTCDateTime
+from shared.events import ProcessedEventMixin
+from shared.outbox import OutboxMixin, utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def cents_to_decimal(cents):
+    return Decimal(cents).scaleb(-2)
+
+
+class Order(Base):
+    """An order; money is kept in integer cents, so sums are exact on every backend."""
+
+    __tablename__ = "orders"
+    # the idempotency guarantee: a second order with the same key cannot be written,
+    # whatever the race (NULL keys never collide)
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_id_idempotency_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    # 100 items x 1000 x 1,000,000.00 is 10^13 cents: more than 32 bits
+    total_cents: Mapped[int] = mapped_column(BigInteger)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    items: Mapped[list["OrderItem"]] = relationship(
+        order_by="OrderItem.position", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+    @property
+    def total(self):
+        return cents_to_decimal(self.total_cents)
+
+
+class OrderItem(Base):
+    __tablename__ = "order_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("orders.id", ondelete="CASCADE"), index=True
+    )
+    # the items come back in the order the client gave them
+    position: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price_cents: Mapped[int] = mapped_column(BigInteger)
+
+    @property
+    def unit_price(self):
+        return cents_to_decimal(self.unit_price_cents)
+
+
+class OutboxEvent(OutboxMixin, Base):
+    pass
+
+
+class ProcessedEvent(ProcessedEventMixin, Base):
+    pass
