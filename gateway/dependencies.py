@@ -1,0 +1,137 @@
+"""The gateway's nameko dependencies: tokens, revocations, login throttling.
+
+Each holds per-container state created in ``setup`` and hands the same object
+to every worker; the logic they wrap lives in :mod:`gateway.auth` and
+:mod:`shared.tokens`.
+"""
+
+import logging
+from datetime import timedelta
+
+from nameko.events import BROADCAST, EventHandler
+from nameko.extensions import DependencyProvider
+
+from gateway.auth import LoginThrottle, RevokedUsers
+from gateway.settings import jwt_secret
+from shared import tokens
+from shared.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class TokenPair:
+    def __init__(self, access, refresh, refresh_claims, expires_in):
+        self.access = access
+        self.refresh = refresh
+        self.refresh_claims = refresh_claims
+        self.expires_in = expires_in
+
+    def body(self):
+        return {
+            "access_token": self.access,
+            "refresh_token": self.refresh,
+            "token_type": "bearer",
+            "expires_in": self.expires_in,
+        }
+
+
+class Tokens(DependencyProvider):
+    """Signs and checks the gateway's JWTs with the configured secret."""
+
+    def setup(self):
+        config = self.container.config
+        try:
+            self.secret = jwt_secret(config)
+        except ConfigError as error:
+            log.critical("%s", error)
+            raise SystemExit(str(error)) from None
+        self.access_lifetime = timedelta(minutes=int(config.get("ACCESS_TOKEN_MINUTES", 15)))
+        self.refresh_lifetime = timedelta(days=int(config.get("REFRESH_TOKEN_DAYS", 7)))
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def new_refresh_jti(self):
+        return tokens.new_jti()
+
+    def refresh_expiry(self, now):
+        return now + self.refresh_lifetime
+
+    def issue_pair(self, user, refresh_jti, now):
+        """Access and refresh tokens for ``user`` (a users-service dict)."""
+        access, _ = tokens.issue(
+            self.secret, user["id"], user["role"], tokens.ACCESS, self.access_lifetime, now
+        )
+        refresh, refresh_claims = tokens.issue(
+            self.secret,
+            user["id"],
+            user["role"],
+            tokens.REFRESH,
+            self.refresh_lifetime,
+            now,
+            jti=refresh_jti,
+        )
+        return TokenPair(access, refresh, refresh_claims, int(self.access_lifetime.total_seconds()))
+
+    def decode_access(self, token):
+        return tokens.decode(self.secret, token, tokens.ACCESS)
+
+    def decode_refresh(self, token):
+        return tokens.decode(self.secret, token, tokens.REFRESH)
+
+
+class Revocations(DependencyProvider):
+    """One :class:`RevokedUsers` per container, as long-lived as the access tokens."""
+
+    def setup(self):
+        minutes = int(self.container.config.get("ACCESS_TOKEN_MINUTES", 15))
+        self.revoked = RevokedUsers(ttl_seconds=minutes * 60)
+
+    def get_dependency(self, worker_ctx):
+        return self.revoked
+
+
+class LoginGuard(DependencyProvider):
+    """One :class:`LoginThrottle` per container (config: ``LOGIN_MAX_FAILURES``,
+    ``LOGIN_WINDOW_SECONDS``, ``LOGIN_LOCKOUT_SECONDS``; defaults 5, 300, 300)."""
+
+    def setup(self):
+        config = self.container.config
+        self.throttle = LoginThrottle(
+            max_failures=int(config.get("LOGIN_MAX_FAILURES", 5)),
+            window=float(config.get("LOGIN_WINDOW_SECONDS", 300)),
+            lockout=float(config.get("LOGIN_LOCKOUT_SECONDS", 300)),
+        )
+
+    def get_dependency(self, worker_ctx):
+        return self.throttle
+
+
+class RevocationFeed(EventHandler):
+    """A BROADCAST handler that tells :class:`Revocations` when it (re)subscribes.
+
+    Its queue is exclusive and auto-deleted (no reliable delivery: one queue per
+    running instance, gone with it). The queue consumer reads ``queue`` after
+    every (re)connection to the broker, which is exactly when events may have
+    been missed, so that is where the revocations learn it.
+    """
+
+    def __init__(self, source_service, event_type, **kwargs):
+        super().__init__(
+            source_service, event_type, handler_type=BROADCAST, reliable_delivery=False, **kwargs
+        )
+
+    @property
+    def queue(self):
+        if self._queue is not None:
+            for dependency in self.container.dependencies:
+                if isinstance(dependency, Revocations) and hasattr(dependency, "revoked"):
+                    dependency.revoked.subscribed()
+        return self._queue
+
+    @queue.setter
+    def queue(self, value):
+        self._queue = value
+
+
+revocation_feed = RevocationFeed.decorator

@@ -1,0 +1,210 @@
+"""The gateway's HTTP layer: JSON in and out, one error shape, a request id.
+
+nameko answers an unknown path or a wrong method from its werkzeug ``Map``
+before any entrypoint runs, in werkzeug's HTML. :class:`GatewayWebServer`
+replaces the WSGI app (the extension point nameko documents) with
+:class:`GatewayWsgiApp`, which answers those in the JSON error shape too, stamps
+``X-Request-ID`` on every response and records every request in the metrics.
+:class:`Route` is the entrypoint of every gateway route: it refuses oversized
+bodies before a worker starts, passes the request id to the worker's context
+data (where :class:`shared.logs.LoggingContext` and RPC headers pick it up) and
+turns exceptions into JSON errors through :mod:`gateway.errors`.
+"""
+
+import json
+import logging
+import re
+import time
+import uuid
+from functools import partial
+
+from eventlet.event import Event
+from marshmallow import ValidationError
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug import exceptions as http
+from werkzeug.routing import RequestRedirect
+from werkzeug.wrappers import Request, Response
+
+from gateway.errors import EXPECTED, BadRequest, describe, error_body
+from shared.logs import REQUEST_ID_KEY
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_ENVIRON = "gateway.request_id"
+# a client's id is echoed into headers and logs: accept only a short, plain token
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+DEFAULT_MAX_BODY_BYTES = 65536
+UNMATCHED = "<unmatched>"
+
+
+def request_id_from(environ):
+    sent = environ.get("HTTP_X_REQUEST_ID", "")
+    return sent if SANE_REQUEST_ID.fullmatch(sent) else str(uuid.uuid4())
+
+
+def json_response(data, status=200, headers=None):
+    return Response(json.dumps(data), status=status, headers=headers, mimetype="application/json")
+
+
+def no_content():
+    return Response(status=204)
+
+
+def error_response(exc, request_id):
+    status, code, message, details, headers = describe(exc)
+    if status >= 500 and not isinstance(exc, http.HTTPException):
+        level = logging.ERROR if status == 500 else logging.WARNING
+        log.log(level, "request %s failed: %s", request_id, exc, exc_info=status == 500)
+    return json_response(error_body(code, message, details, request_id), status, headers)
+
+
+def is_json(mimetype):
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def read_json(request, max_bytes=None):
+    """The request's JSON body: 415 if not JSON, 413 if too large, 400 if unreadable.
+
+    At most ``max_bytes + 1`` bytes are read, whatever the client claims, so a
+    chunked upload cannot make the gateway buffer more than the limit.
+    """
+    if max_bytes is None:
+        max_bytes = getattr(request, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    if not is_json(request.mimetype):
+        raise http.UnsupportedMediaType("Send the body as JSON (Content-Type: application/json).")
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise http.RequestEntityTooLarge(f"The body is larger than {max_bytes} bytes.")
+    stream = request.environ["wsgi.input"]
+    raw = stream.read(length if length is not None else max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise http.RequestEntityTooLarge(f"The body is larger than {max_bytes} bytes.")
+    if not raw.strip():
+        raise BadRequest("the body is empty: send a JSON object")
+    try:
+        return json.loads(raw.decode(request.mimetype_params.get("charset", "utf-8")))
+    except (ValueError, LookupError, RecursionError) as error:
+        raise BadRequest("the body is not valid JSON", {"body": [str(error)[:200]]}) from None
+
+
+def load_params(schema, params, message="invalid query parameters"):
+    """``params`` (query or headers) through ``schema``: 400 with the field errors if bad.
+
+    Unlike a body (422), parameters that break the contract are a malformed request.
+    """
+    try:
+        return schema.load(params)
+    except ValidationError as error:
+        raise BadRequest(message, error.normalized_messages()) from None
+
+
+def load_query(schema, request):
+    """The query string through ``schema`` (a repeated parameter counts once: the last)."""
+    return load_params(schema, {key: values[-1] for key, values in request.args.lists()})
+
+
+def request_id_of(request):
+    return request.environ[REQUEST_ID_ENVIRON]
+
+
+class GatewayWsgiApp(WsgiApp):
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        request_id = environ[REQUEST_ID_ENVIRON] = request_id_from(environ)
+        request = Request(environ, shallow=True)
+        route = UNMATCHED
+        try:
+            adapter = self.url_map.bind_to_environ(environ)
+            rule, values = adapter.match(return_rule=True)
+            route = rule.rule
+            request.path_values = values
+            response = rule.endpoint.handle_request(request)
+        except RequestRedirect as redirect:
+            response = redirect.get_response(environ)
+        except http.MethodNotAllowed as exc:
+            allowed = ", ".join(exc.valid_methods or ())
+            exc.description = (
+                f"{request.method} is not allowed on {request.path[:200]}: use {allowed}"
+            )
+            response = error_response(exc, request_id)
+        except http.NotFound as exc:
+            exc.description = f"no route {request.method} {request.path[:200]}"
+            response = error_response(exc, request_id)
+        except Exception as exc:  # routing errors (404, 405) and our own bugs alike
+            response = error_response(exc, request_id)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        self.server.observe(request.method, route, response.status_code, started)
+        return response(environ, start_response)
+
+
+class GatewayWebServer(WebServer):
+    """nameko's web server with :class:`GatewayWsgiApp` and a metrics hook."""
+
+    observers = ()
+
+    def start(self):
+        # any dependency with ``observe_http(method, route, status, seconds)`` gets every request
+        self.observers = [
+            dependency.observe_http
+            for dependency in self.container.dependencies
+            if hasattr(dependency, "observe_http")
+        ]
+        super().start()
+
+    def get_wsgi_app(self):
+        return GatewayWsgiApp(self)
+
+    def observe(self, method, route, status, started):
+        elapsed = time.perf_counter() - started
+        for observer in self.observers:
+            observer(method, route, status, elapsed)
+
+
+class Route(HttpRequestHandler):
+    """A gateway route: ``@route("GET", "/v1/users/<int:user_id>")``."""
+
+    server = GatewayWebServer()
+
+    def __init__(self, method, url, expected_exceptions=EXPECTED, **kwargs):
+        super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
+
+    def setup(self):
+        super().setup()
+        self.max_body_bytes = int(
+            self.container.config.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+        )
+
+    def handle_request(self, request):
+        request.shallow = False
+        request_id = request.environ[REQUEST_ID_ENVIRON]
+        request.max_body_bytes = self.max_body_bytes
+        try:
+            length = request.content_length
+            if length is not None and length > self.max_body_bytes:
+                # refused before a worker starts or a byte of the body is read
+                raise http.RequestEntityTooLarge(
+                    f"The body is larger than {self.max_body_bytes} bytes."
+                )
+            args, kwargs = self.get_entrypoint_parameters(request)
+            self.check_signature(args, kwargs)
+            event = Event()
+            self.container.spawn_worker(
+                self,
+                args,
+                kwargs,
+                context_data={REQUEST_ID_KEY: request_id},
+                handle_result=partial(self.handle_result, event),
+            )
+            return self.response_from_result(event.wait())
+        except Exception as exc:
+            return error_response(exc, request_id)
+
+    def response_from_exception(self, exc):
+        return error_response(exc, None)
+
+
+route = Route.decorator

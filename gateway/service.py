@@ -1,0 +1,254 @@
+"""The gateway: the only HTTP API. It holds no data.
+
+Each route checks the token, reads and validates the input with the shared
+marshmallow contracts, calls users or orders over RPC (with a deadline) and
+answers JSON; every failure becomes the one error shape through
+:mod:`gateway.errors`. Who may do what is decided in :mod:`gateway.auth`.
+"""
+
+from datetime import UTC, datetime
+
+import eventlet
+
+from gateway import auth, openapi
+from gateway.dependencies import LoginGuard, Revocations, Tokens, revocation_feed
+from gateway.errors import TooManyRequests, error_body
+from gateway.http import (
+    json_response,
+    load_params,
+    load_query,
+    no_content,
+    read_json,
+    request_id_of,
+    route,
+)
+from gateway.metrics import HttpMetrics
+from gateway.schemas import RefreshRequestSchema
+from gateway.settings import check_gateway
+from shared.config import ConfigCheck
+from shared.exceptions import AuthenticationFailed, Forbidden, NotFound, ServiceError
+from shared.logs import LoggingContext
+from shared.rpc import TimedRpcProxy
+from shared.schemas import (
+    CredentialsSchema,
+    IdempotencyKeySchema,
+    OrderCreateSchema,
+    OrderListQuerySchema,
+    PageQuerySchema,
+    StatusChangeSchema,
+    UserCreateSchema,
+    UserUpdateSchema,
+    load,
+)
+
+USER_ID = "<int(min=1, max=9223372036854775807):user_id>"
+ORDER_ID = "<int(min=1, max=9223372036854775807):order_id>"
+READY_TIMEOUT = 1.0
+
+
+class GatewayService:
+    name = "gateway"
+
+    config = ConfigCheck(check_gateway)
+    log_context = LoggingContext()
+    metrics = HttpMetrics()
+    tokens = Tokens()
+    revoked = Revocations()
+    logins = LoginGuard()
+    users = TimedRpcProxy("users")
+    orders = TimedRpcProxy("orders")
+
+    # --- helpers (not entrypoints) ---------------------------------------------------------
+
+    def _caller(self, request):
+        return auth.check_access(
+            request.headers.get("Authorization"),
+            self.tokens.decode_access,
+            self.revoked,
+            self._user_exists,
+        )
+
+    def _user_exists(self, user_id):
+        try:
+            self.users.get_user(user_id)
+        except NotFound:
+            return False
+        return True
+
+    def _token_pair(self, user, refresh_jti, now):
+        return json_response(self.tokens.issue_pair(user, refresh_jti, now).body())
+
+    # --- events ----------------------------------------------------------------------------
+
+    @revocation_feed("users", "user_deleted")
+    def on_user_deleted(self, payload):
+        """Refuse the deleted user's access tokens on this instance from now on."""
+        self.revoked.revoke(int(payload["user_id"]))
+
+    # --- users -----------------------------------------------------------------------------
+
+    @route("POST", "/v1/users")
+    def register(self, request):
+        body = read_json(request)
+        if isinstance(body, dict) and body.get("role", "user") != "user":
+            raise Forbidden("only an admin may give a role other than user")
+        fields = load(UserCreateSchema(), body)
+        user = self.users.create_user(fields["email"], fields["name"], fields["password"])
+        return json_response(user, 201)
+
+    @route("POST", "/v1/auth/token")
+    def issue_token(self, request):
+        credentials = load(CredentialsSchema(), read_json(request))
+        email = credentials["email"]
+        wait = self.logins.retry_after(email)
+        if wait:
+            raise TooManyRequests("too many failed logins: try again later", wait)
+        try:
+            user = self.users.authenticate(email, credentials["password"])
+        except AuthenticationFailed:
+            self.logins.failed(email)
+            raise
+        self.logins.succeeded(email)
+        now = datetime.now(UTC)
+        jti = self.tokens.new_refresh_jti()
+        expires = self.tokens.refresh_expiry(now).isoformat()
+        self.users.store_refresh_token(user["id"], jti, expires)
+        return self._token_pair(user, jti, now)
+
+    @route("POST", "/v1/auth/refresh")
+    def refresh_token(self, request):
+        fields = load(RefreshRequestSchema(), read_json(request))
+        claims = self.tokens.decode_refresh(fields["refresh_token"])
+        now = datetime.now(UTC)
+        jti = self.tokens.new_refresh_jti()
+        expires = self.tokens.refresh_expiry(now).isoformat()
+        user = self.users.rotate_refresh_token(claims["jti"], jti, expires)
+        if str(user["id"]) != claims["sub"]:
+            raise AuthenticationFailed("refresh token is invalid, expired or already used")
+        return self._token_pair(user, jti, now)
+
+    @route("GET", "/v1/users/me")
+    def get_me(self, request):
+        caller = self._caller(request)
+        try:
+            return json_response(self.users.get_user(caller.user_id))
+        except NotFound:
+            self.revoked.revoke(caller.user_id)
+            raise AuthenticationFailed("token revoked: the user no longer exists") from None
+
+    @route("GET", f"/v1/users/{USER_ID}")
+    def get_user(self, request, user_id):
+        auth.require_self_or_admin(self._caller(request), user_id)
+        return json_response(self.users.get_user(user_id))
+
+    @route("GET", "/v1/users")
+    def list_users(self, request):
+        auth.require_admin(self._caller(request))
+        page = load_query(PageQuerySchema(), request)
+        return json_response(self.users.list_users(page["limit"], page["cursor"]))
+
+    @route("PATCH", f"/v1/users/{USER_ID}")
+    def update_user(self, request, user_id):
+        caller = self._caller(request)
+        auth.require_self_or_admin(caller, user_id)
+        body = read_json(request)
+        auth.check_changes(caller, body)
+        changes = load(UserUpdateSchema(), body)
+        return json_response(self.users.update_user(user_id, changes))
+
+    @route("DELETE", f"/v1/users/{USER_ID}")
+    def delete_user(self, request, user_id):
+        auth.require_self_or_admin(self._caller(request), user_id)
+        self.users.delete_user(user_id)
+        self.revoked.revoke(user_id)  # at once here; the broadcast tells the other instances
+        return no_content()
+
+    # --- orders ----------------------------------------------------------------------------
+
+    @route("POST", "/v1/orders")
+    def create_order(self, request):
+        caller = self._caller(request)
+        key = idempotency_key(request)
+        schema = OrderCreateSchema()
+        items = schema.dump(load(schema, read_json(request)))["items"]
+        result = self.orders.create_order(caller.user_id, items, idempotency_key=key)
+        return json_response(result["order"], 201 if result["created"] else 200)
+
+    @route("GET", f"/v1/orders/{ORDER_ID}")
+    def get_order(self, request, order_id):
+        caller = self._caller(request)
+        order = self.orders.get_order(order_id, user_id=owner_scope(caller))
+        auth.require_owner_or_admin(caller, order)
+        return json_response(order)
+
+    @route("GET", "/v1/orders")
+    def list_orders(self, request):
+        caller = self._caller(request)
+        query = load_query(OrderListQuerySchema(), request)
+        if not caller.is_admin:
+            if query["user_id"] not in (None, caller.user_id):
+                raise Forbidden("only an admin may list another user's orders")
+            query["user_id"] = caller.user_id
+        return json_response(self.orders.list_orders(**query))
+
+    @route("POST", f"/v1/orders/{ORDER_ID}/cancel")
+    def cancel_order(self, request, order_id):
+        caller = self._caller(request)
+        return json_response(self.orders.cancel_order(order_id, user_id=owner_scope(caller)))
+
+    @route("POST", f"/v1/orders/{ORDER_ID}/status")
+    def set_order_status(self, request, order_id):
+        auth.require_admin(self._caller(request))
+        change = load(StatusChangeSchema(), read_json(request))
+        return json_response(self.orders.set_status(order_id, change["status"]))
+
+    # --- operations ------------------------------------------------------------------------
+
+    @route("GET", "/health")
+    def health(self, request):
+        """Liveness: the process serves; dependencies are /ready's business."""
+        return json_response({"service": self.name, "status": "ok"})
+
+    @route("GET", "/ready")
+    def ready(self, request):
+        """Readiness: users and orders answer ``health`` within a second, in parallel."""
+        services = {"users": self.users, "orders": self.orders}
+        pool = eventlet.GreenPool(len(services))
+        checks = dict(pool.imap(_health_check, services.items()))
+        if all(check == "ok" for check in checks.values()):
+            return json_response({"service": self.name, "status": "ok", "checks": checks})
+        failing = sorted(name for name, check in checks.items() if check != "ok")
+        message = f"not ready: {', '.join(failing)} did not answer health in time"
+        body = error_body("UNAVAILABLE", message, {"checks": checks}, request_id_of(request))
+        return json_response(body, 503)
+
+    @route("GET", "/metrics")
+    def prometheus_metrics(self, request):
+        return self.metrics.response()
+
+    @route("GET", "/openapi.json")
+    def openapi_document(self, request):
+        return json_response(openapi.document())
+
+
+def owner_scope(caller):
+    """The ``user_id`` to scope an order lookup by: none for an admin."""
+    return None if caller.is_admin else caller.user_id
+
+
+def idempotency_key(request):
+    """The ``Idempotency-Key`` header, checked (400 if it breaks the contract), or None."""
+    value = request.headers.get("Idempotency-Key")
+    params = {} if value is None else {"idempotency_key": value}
+    return load_params(IdempotencyKeySchema(), params, "invalid Idempotency-Key header")[
+        "idempotency_key"
+    ]
+
+
+def _health_check(item):
+    name, proxy = item
+    try:
+        report = proxy.call("health", timeout=READY_TIMEOUT)
+    except ServiceError as error:
+        return name, error.code.lower()
+    return name, "ok" if report.get("status") == "ok" else report.get("status", "unknown")
