@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+# One image for users, orders and gateway: the command picks the service, e.g.
+#   nameko run --config config/orders.yaml orders.service
+#   python -m scripts.wait_and_migrate config/users.yaml config/orders.yaml
+# Configuration comes from environment variables only (see deploy/README.md).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: a virtualenv with the pinned dependencies and the project -------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY constraints.txt ./
+# setuptools stays at 80.8.0: the `nameko` command of 2.14.1 imports
+# pkg_resources, which warns on 80.9-81 and is gone from 82 on.
+RUN pip install -c constraints.txt setuptools==80.8.0 wheel==0.48.0
+# Dependencies first, from the declarations alone, so this layer is reused
+# while only the code changes.
+COPY setup.cfg pyproject.toml README.md ./
+RUN pip install --no-build-isolation -c constraints.txt . \
+ && pip uninstall -y nameko-shop
+COPY shared ./shared
+COPY users ./users
+COPY orders ./orders
+COPY gateway ./gateway
+RUN pip install --no-build-isolation --no-deps -c constraints.txt .
+
+# --- runtime: the virtualenv, the configs and the entry scripts ------------
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONWARNINGS=ignore::DeprecationWarning \
+    ENVIRONMENT=production \
+    LOG_FORMAT=json
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin app
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY config ./config
+COPY scripts/__init__.py scripts/run.py scripts/wait_and_migrate.py ./scripts/
+# numeric, so Kubernetes can check runAsNonRoot without reading /etc/passwd
+USER 10001:10001
+EXPOSE 8000 8001 8002
+# Liveness of whichever service runs: its /health on the port of WEB_SERVER_ADDRESS.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('WEB_SERVER_ADDRESS', '0.0.0.0:8000').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2)"]
+CMD ["nameko", "run", "--config", "config/gateway.yaml", "gateway.service"]
