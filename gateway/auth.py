@@ -73,10 +73,14 @@ class RevokedUsers:
     before it subscribed: such tokens need one confirmation from the users
     service (:meth:`needs_confirmation`), after which the broadcast covers them.
     Tokens issued after the subscription need none: a deleted user cannot get
-    one. ``margin`` covers a login racing with its user's deletion.
+    one. ``margin`` (seconds) allows for clock skew between gateway instances:
+    ``iat`` comes from the issuing instance's clock, the revocation time from
+    this one's. (A login cannot outrun a deletion: the gateway issues tokens
+    only after the users service stored the refresh token, which fails for a
+    deleted user.)
     """
 
-    def __init__(self, ttl_seconds, margin=5, max_size=100_000, clock=time.time):
+    def __init__(self, ttl_seconds, margin=2, max_size=100_000, clock=time.time):
         self.ttl = ttl_seconds + margin
         self.margin = margin
         self.max_size = max_size

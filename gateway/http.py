@@ -37,6 +37,8 @@ REQUEST_ID_ENVIRON = "gateway.request_id"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 DEFAULT_MAX_BODY_BYTES = 65536
 UNMATCHED = "<unmatched>"
+# what an id in a path may be: a positive BIGINT
+MIN_ID, MAX_ID = 1, 2**63 - 1
 
 
 def request_id_from(environ):
@@ -190,6 +192,9 @@ class Route(HttpRequestHandler):
                     f"The body is larger than {self.max_body_bytes} bytes."
                 )
             args, kwargs = self.get_entrypoint_parameters(request)
+            for name, value in kwargs.items():
+                if name.endswith("_id") and not MIN_ID <= value <= MAX_ID:
+                    raise http.NotFound(f"no {name[:-3]} {value}: ids are 1 to {MAX_ID}")
             self.check_signature(args, kwargs)
             event = Event()
             self.container.spawn_worker(

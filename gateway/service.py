@@ -6,13 +6,14 @@ answers JSON; every failure becomes the one error shape through
 :mod:`gateway.errors`. Who may do what is decided in :mod:`gateway.auth`.
 """
 
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import eventlet
 
 from gateway import auth, openapi
 from gateway.dependencies import LoginGuard, Revocations, Tokens, revocation_feed
-from gateway.errors import TooManyRequests, error_body
+from gateway.errors import BadRequest, TooManyRequests, error_body
 from gateway.http import (
     json_response,
     load_params,
@@ -26,7 +27,13 @@ from gateway.metrics import HttpMetrics
 from gateway.schemas import RefreshRequestSchema
 from gateway.settings import check_gateway
 from shared.config import ConfigCheck
-from shared.exceptions import AuthenticationFailed, Forbidden, NotFound, ServiceError
+from shared.exceptions import (
+    AuthenticationFailed,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+)
 from shared.logs import LoggingContext
 from shared.rpc import TimedRpcProxy
 from shared.schemas import (
@@ -41,8 +48,9 @@ from shared.schemas import (
     load,
 )
 
-USER_ID = "<int(min=1, max=9223372036854775807):user_id>"
-ORDER_ID = "<int(min=1, max=9223372036854775807):order_id>"
+# ids out of the database's range are 404 (see gateway.http.Route)
+USER_ID = "<int:user_id>"
+ORDER_ID = "<int:order_id>"
 READY_TIMEOUT = 1.0
 
 
@@ -112,7 +120,10 @@ class GatewayService:
         now = datetime.now(UTC)
         jti = self.tokens.new_refresh_jti()
         expires = self.tokens.refresh_expiry(now).isoformat()
-        self.users.store_refresh_token(user["id"], jti, expires)
+        try:
+            self.users.store_refresh_token(user["id"], jti, expires)
+        except NotFound:  # deleted since it authenticated: no tokens for it
+            raise AuthenticationFailed("wrong email or password") from None
         return self._token_pair(user, jti, now)
 
     @route("POST", "/v1/auth/refresh")
@@ -145,7 +156,8 @@ class GatewayService:
     def list_users(self, request):
         auth.require_admin(self._caller(request))
         page = load_query(PageQuerySchema(), request)
-        return json_response(self.users.list_users(page["limit"], page["cursor"]))
+        with query_errors():
+            return json_response(self.users.list_users(page["limit"], page["cursor"]))
 
     @route("PATCH", f"/v1/users/{USER_ID}")
     def update_user(self, request, user_id):
@@ -189,7 +201,8 @@ class GatewayService:
             if query["user_id"] not in (None, caller.user_id):
                 raise Forbidden("only an admin may list another user's orders")
             query["user_id"] = caller.user_id
-        return json_response(self.orders.list_orders(**query))
+        with query_errors():
+            return json_response(self.orders.list_orders(**query))
 
     @route("POST", f"/v1/orders/{ORDER_ID}/cancel")
     def cancel_order(self, request, order_id):
@@ -229,6 +242,16 @@ class GatewayService:
     @route("GET", "/openapi.json")
     def openapi_document(self, request):
         return json_response(openapi.document())
+
+
+@contextmanager
+def query_errors():
+    """A list call's arguments are all query parameters: what the service refuses
+    (an unknown cursor) is a bad request (400), not a bad body (422)."""
+    try:
+        yield
+    except InvalidInput as error:
+        raise BadRequest(error.message, error.details) from None
 
 
 def owner_scope(caller):

@@ -81,9 +81,9 @@ def test_a_new_user_with_a_reused_id_is_not_refused():
 
 def test_a_revocation_is_forgotten_once_every_token_it_covers_has_expired():
     clock = Clock()
-    revoked = RevokedUsers(ttl_seconds=900, margin=5, clock=clock)
+    revoked = RevokedUsers(ttl_seconds=900, margin=2, clock=clock)
     revoked.revoke(1)
-    clock.now += 906
+    clock.now += 903
     revoked.revoke(2)  # pruning happens on writes
     assert not revoked.is_revoked(1, issued_at=clock.now - 1000)
     assert len(revoked._revoked) == 1
@@ -91,7 +91,7 @@ def test_a_revocation_is_forgotten_once_every_token_it_covers_has_expired():
 
 def test_tokens_issued_before_subscribing_need_one_confirmation():
     clock = Clock()
-    revoked = RevokedUsers(ttl_seconds=900, margin=5, clock=clock)
+    revoked = RevokedUsers(ttl_seconds=900, margin=2, clock=clock)
     assert revoked.needs_confirmation(1, issued_at=clock.now - 100)  # not subscribed yet
     revoked.subscribed()
     assert revoked.needs_confirmation(1, issued_at=clock.now - 100)
