@@ -5,6 +5,7 @@ No nameko here: a unit test calls these with a SQLite or PostgreSQL session, an
 changes something commits once, with its events, or raises and changes nothing.
 """
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -26,6 +27,7 @@ from shared.schemas import (
     require_id,
 )
 
+log = logging.getLogger(__name__)
 order_schema = OrderSchema()
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -134,6 +136,7 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
         winner = _find_by_key(session, user_id, key) if key is not None else None
         if winner is None:
             raise
+        log.info("a concurrent call with the same idempotency key won: order %s", winner.id)
         return {"order": dump(winner), "created": False}
     return {"order": dump(order), "created": True}
 

@@ -15,6 +15,7 @@ from shared.events import event_handler
 from shared.exceptions import EXPECTED, Unavailable
 from shared.health import health_report, json_response
 from shared.logs import LoggingContext
+from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
 
 # Unavailable is a dependency's trouble, not ours: the caller maps it to 503
@@ -26,6 +27,10 @@ class OrdersService:
 
     config = ConfigCheck(check_database)
     log_context = LoggingContext()
+    metrics = Metrics(
+        counter("orders_created_total", "Orders created (replayed idempotency keys not counted)"),
+        counter("order_status_changes_total", "Orders moved to a new status", ["to"]),
+    )
     db = Database(Base)
     outbox = Outbox(OutboxEvent)
     users = Users()
@@ -33,9 +38,12 @@ class OrdersService:
     @rpc(expected_exceptions=RPC_EXPECTED)
     def create_order(self, user_id, items, idempotency_key=None):
         """``{"order": order, "created": bool}``; ``created`` is False for a replayed key."""
-        return logic.create_order(
+        result = logic.create_order(
             self.db.session, self.outbox, self.users.exists, user_id, items, idempotency_key
         )
+        if result["created"]:
+            self.metrics.orders_created.inc()
+        return result
 
     @rpc(expected_exceptions=EXPECTED)
     def get_order(self, order_id, user_id=None):
@@ -47,11 +55,15 @@ class OrdersService:
 
     @rpc(expected_exceptions=EXPECTED)
     def cancel_order(self, order_id, user_id=None):
-        return logic.cancel_order(self.db.session, self.outbox, order_id, user_id)
+        order = logic.cancel_order(self.db.session, self.outbox, order_id, user_id)
+        self.metrics.order_status_changes.labels(to="cancelled").inc()
+        return order
 
     @rpc(expected_exceptions=EXPECTED)
     def set_status(self, order_id, status):
-        return logic.set_status(self.db.session, self.outbox, order_id, status)
+        order = logic.set_status(self.db.session, self.outbox, order_id, status)
+        self.metrics.order_status_changes.labels(to=order["status"]).inc()
+        return order
 
     @rpc
     def health(self):
@@ -60,12 +72,18 @@ class OrdersService:
     @event_handler("users", "user_deleted")
     def handle_user_deleted(self, payload):
         """The user's pending and paid orders are cancelled (once per event)."""
-        logic.cancel_orders_of_deleted_user(self.db.session, self.outbox, payload)
+        cancelled = logic.cancel_orders_of_deleted_user(self.db.session, self.outbox, payload)
+        if cancelled:
+            self.metrics.order_status_changes.labels(to="cancelled").inc(cancelled)
 
     @http("GET", "/health")
     def http_health(self, request):
         """Liveness: the process serves (a database outage is not a reason to restart it)."""
         return json_response({"service": self.name, "status": "ok"})
+
+    @http("GET", "/metrics")
+    def http_metrics(self, request):
+        return self.metrics.response()
 
     @http("GET", "/ready")
     def http_ready(self, request):

@@ -34,11 +34,13 @@ than asked, never longer than the longest delay).
 
 import logging
 from datetime import datetime
+from weakref import WeakKeyDictionary
 
 from kombu import Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import HEADER_PREFIX, PERSISTENT
 from nameko.events import EventHandler as _NamekoEventHandler
+from prometheus_client import Counter
 from sqlalchemy import String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -119,6 +121,29 @@ def handle_once(session, model, payload, event_type, effect):
     return True
 
 
+# one pair of counters per registry, shared by every handler of the container
+_counters = WeakKeyDictionary()
+
+
+def _event_counters(registry):
+    if registry not in _counters:
+        _counters[registry] = (
+            Counter(
+                "events_retried_total",
+                "Failed event deliveries sent for a delayed retry",
+                ["queue"],
+                registry=registry,
+            ),
+            Counter(
+                "events_dead_lettered_total",
+                "Events moved to a dead-letter queue after their last retry",
+                ["queue"],
+                registry=registry,
+            ),
+        )
+    return _counters[registry]
+
+
 def retry_queue_name(queue_name):
     return f"{queue_name}.retry"
 
@@ -171,6 +196,13 @@ class EventHandler(_NamekoEventHandler):
             ssl=config.get("AMQP_SSL"),
         )
 
+    def register_metrics(self, registry):
+        """Called by :class:`shared.metrics.Metrics` when the container starts."""
+        self.retried_counter, self.dead_lettered_counter = _event_counters(registry)
+        # the series exist at 0 from the start, so an alert can compare with before
+        self.retried_counter.labels(queue=self.queue.name)
+        self.dead_lettered_counter.labels(queue=self.queue.name)
+
     def unpack_message_headers(self, message):
         # only nameko's context (request id, call stack) reaches the worker: the
         # retry bookkeeping and RabbitMQ's x-death (with datetimes) would otherwise
@@ -210,6 +242,8 @@ class EventHandler(_NamekoEventHandler):
             delay = retry_delay(self.retry_delay, retries)
             headers[RETRY_COUNT_HEADER] = retries + 1
             self._republish(message, self.retry_queue.name, headers, expiration=delay)
+            if self.retried_counter is not None:
+                self.retried_counter.labels(queue=self.queue.name).inc()
             log.warning(
                 "event %s failed in %s (%s); retry %d of %d in %.2fs",
                 event_id,
@@ -231,6 +265,8 @@ class EventHandler(_NamekoEventHandler):
         )
         self._republish(message, self.dead_letter_queue.name, headers)
         self.dead_lettered += 1
+        if self.dead_lettered_counter is not None:
+            self.dead_lettered_counter.labels(queue=self.queue.name).inc()
         log.error(
             "event %s dead-lettered to %s after %d retries: %s",
             event_id,

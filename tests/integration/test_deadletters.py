@@ -8,7 +8,9 @@ from nameko.testing.services import entrypoint_waiter
 
 from orders.service import OrdersService
 from shared import deadletters
+from shared.db import find_dependency
 from shared.events import event_handler
+from shared.metrics import Metrics
 from tests.helpers import wait_until
 
 MAX_RETRIES = 2
@@ -20,6 +22,7 @@ class Flaky:
     """A consumer whose handler fails while ``broken`` is set, and records what it applied."""
 
     name = "flaky"
+    metrics = Metrics()
     broken = True
     failures_before_success = None  # fail this many times, then work
     attempts = []
@@ -72,6 +75,9 @@ def test_a_handler_that_always_fails_ends_in_the_dead_letter_queue_after_its_ret
     assert Flaky.attempts == [payload["event_id"]] * (1 + MAX_RETRIES)
     # counted once the broker confirmed the dead letter, a moment after it is visible
     assert wait_until(lambda: handler_of(flaky).dead_lettered == 1)
+    registry = find_dependency(flaky, "metrics").registry
+    assert registry.get_sample_value("events_dead_lettered_total", {"queue": QUEUE}) == 1
+    assert registry.get_sample_value("events_retried_total", {"queue": QUEUE}) == MAX_RETRIES
     [letter] = deadletters.list_dead_letters(uri, DEAD_LETTERS)
     assert letter["event_id"] == payload["event_id"]
     assert letter["payload"] == payload

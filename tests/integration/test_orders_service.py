@@ -185,6 +185,18 @@ def test_health_over_rpc_and_http(orders, rpc, orders_config):
     assert ready.json()["checks"] == {"database": "ok"}
 
 
+def test_metrics_count_orders_created_and_dead_letters(orders, user_id, rpc, orders_config):
+    rpc.orders.create_order(user_id, ITEMS, idempotency_key="m")
+    rpc.orders.create_order(user_id, ITEMS, idempotency_key="m")
+    base = f"http://{orders_config['WEB_SERVER_ADDRESS']}"
+    text = requests.get(f"{base}/metrics", timeout=5).text
+    assert "orders_created_total 1.0" in text
+    assert (
+        'events_dead_lettered_total{queue="evt-users-user_deleted--orders.handle_user_deleted"} 0.0'
+        in text
+    )
+
+
 def test_create_order_is_unavailable_while_users_is_not_running(orders, rpc):
     with pytest.raises(Unavailable):
         rpc.orders.create_order(1, ITEMS)
