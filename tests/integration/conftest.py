@@ -53,7 +53,7 @@ def orders_config(rabbit_config, web_config, make_db_uri):
 
 
 # --- the gateway end to end ------------------------------------------------------------------
-# users, orders and the gateway in one ServiceRunner on a vhost of their own. The
+# users, orders and the gateway in containers on a vhost of their own. The
 # stack is module-scoped: starting three containers costs about a second, and the
 # gateway tests tell their data apart by random emails instead.
 from tests.conftest import BACKENDS  # noqa: E402
