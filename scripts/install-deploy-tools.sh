@@ -13,14 +13,20 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 log() { printf '[deploy-tools] %s\n' "$*"; }
 
-if ! command -v docker-compose >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing docker-compose (Debian)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
-  else
-    log "docker-compose is missing and cannot be installed here (not root or no apt-get)"
-  fi
+# root (a CI machine, a container) or passwordless sudo (a GitHub runner)
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  SUDO="sudo"
+fi
+if command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1; then
+  :  # v1 or the v2 plugin: either parses the compose file
+elif command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
+  log "installing docker-compose (Debian)"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+else
+  log "docker-compose is missing and cannot be installed here (not root, no sudo or no apt-get)"
 fi
 
 if [ ! -x "$VENV/bin/pip" ]; then
