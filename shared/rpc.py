@@ -9,6 +9,9 @@ request) whose calls give up after ``RPC_TIMEOUT`` seconds:
   be reached, or the method does not exist (a deploy in progress):
   :class:`shared.exceptions.Unavailable` (503).
 
+A request message expires in the queue after the timeout, so a service that
+starts late never acts on a call whose caller already answered 504.
+
 Expected failures of the callee (``NotFound``, ``Conflict`` ...) pass through
 unchanged. The timeout runs in the calling worker's own greenthread, so nothing
 is left running after it fires; the reply slot it leaves is removed.
@@ -106,6 +109,9 @@ class TimedRpcProxy(RpcProxy):
 
     def setup(self):
         self.timeout = float(self.container.config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
+        # a request nobody took within the deadline expires in its queue: the
+        # caller has given up, so a callee starting later must not act on it
+        self.options = {"expiration": self.timeout, **self.options}
 
     def get_dependency(self, worker_ctx):
         return TimedServiceProxy(

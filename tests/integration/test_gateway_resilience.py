@@ -123,6 +123,31 @@ def test_a_hung_service_is_504_within_the_timeout_and_leaves_nothing_waiting(
     assert gateway._worker_threads == {}
 
 
+class LateOrders:
+    """An orders service that notes every call it gets."""
+
+    name = "orders"
+    calls = []
+
+    @rpc
+    def get_order(self, order_id, user_id=None):
+        LateOrders.calls.append(order_id)
+        return {}
+
+
+def test_a_call_that_timed_out_in_the_queue_is_never_run_later(container_factory, config):
+    LateOrders.calls = []
+    orders = start(container_factory, LateOrders, config)
+    orders.stop()  # its durable queue stays, with nobody consuming it
+    start(container_factory, StandInUsers, config)
+    start(container_factory, GatewayService, config)
+    assert_error(get(config, "/v1/orders/1", admin_token()), 504, "TIMEOUT")
+    time.sleep(0.2)  # the message's TTL (RPC_TIMEOUT, 1 s) has run out by now
+    start(container_factory, LateOrders, config)
+    time.sleep(0.5)
+    assert LateOrders.calls == []
+
+
 def test_ready_gives_up_on_a_hung_service_after_a_second(container_factory, config):
     start(container_factory, StandInUsers, config)
     start(container_factory, HungOrders, config)
