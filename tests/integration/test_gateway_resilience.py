@@ -180,6 +180,20 @@ def test_the_request_id_travels_with_the_rpc_calls(container_factory, config):
     assert set(StandInUsers.seen_request_ids) == {"trace-abc-123"}
 
 
+def test_a_crash_behind_the_gateway_is_a_500_that_tells_nothing(container_factory, config):
+    class BrokenUsers(StandInUsers):
+        @rpc
+        def get_user(self, user_id):
+            raise KeyError("internal detail")
+
+    start(container_factory, BrokenUsers, config)
+    start(container_factory, GatewayService, config)
+    response = get(config, "/v1/users/1", admin_token())
+    body = assert_error(response, 500, "INTERNAL_ERROR")
+    assert body["message"] == "internal error" and body["details"] is None
+    assert "internal detail" not in response.text and "KeyError" not in response.text
+
+
 def test_outside_development_a_gateway_without_a_secret_refuses_to_start(container_factory, config):
     container = container_factory(
         GatewayService, {**config, "ENVIRONMENT": "production", "JWT_SECRET": None}
