@@ -11,7 +11,7 @@ from orders.dependencies import Users
 from orders.models import Base, OutboxEvent
 from shared.config import ConfigCheck, check_database
 from shared.db import Database
-from shared.events import event_handler
+from shared.events import check_event_retries, event_handler
 from shared.exceptions import EXPECTED, Unavailable
 from shared.health import health_report, json_response
 from shared.logs import LoggingContext
@@ -25,7 +25,7 @@ RPC_EXPECTED = (*EXPECTED, Unavailable)
 class OrdersService:
     name = "orders"
 
-    config = ConfigCheck(check_database)
+    config = ConfigCheck(check_database, check_event_retries)
     log_context = LoggingContext()
     metrics = Metrics(
         counter("orders_created_total", "Orders created (replayed idempotency keys not counted)"),

@@ -45,6 +45,7 @@ from sqlalchemy import String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.config import ConfigError
 from shared.db import UTCDateTime
 from shared.exceptions import InvalidInput
 from shared.outbox import utcnow
@@ -144,6 +145,22 @@ def _event_counters(registry):
     return _counters[registry]
 
 
+def check_event_retries(config, service_name=None):
+    """Problems with ``EVENT_MAX_RETRIES`` / ``EVENT_RETRY_DELAY`` (a ``ConfigCheck`` check)."""
+    problems = []
+    retries = config.get("EVENT_MAX_RETRIES", 3)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        problems.append(
+            f"EVENT_MAX_RETRIES must be a whole number >= 0, got {retries!r}: set EVENT_MAX_RETRIES"
+        )
+    delay = config.get("EVENT_RETRY_DELAY", 1)
+    if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
+        problems.append(
+            f"EVENT_RETRY_DELAY must be seconds >= 0, got {delay!r}: set EVENT_RETRY_DELAY"
+        )
+    return problems
+
+
 def retry_queue_name(queue_name):
     return f"{queue_name}.retry"
 
@@ -174,10 +191,12 @@ class EventHandler(_NamekoEventHandler):
     def setup(self):
         super().setup()
         config = self.container.config
-        self.max_retries = int(config.get("EVENT_MAX_RETRIES", 3))
+        problems = check_event_retries(config)
+        if problems:
+            # extensions set up in parallel: this may run before the service's ConfigCheck
+            raise ConfigError("; ".join(problems))
+        self.max_retries = config.get("EVENT_MAX_RETRIES", 3)
         self.retry_delay = float(config.get("EVENT_RETRY_DELAY", 1))
-        if self.max_retries < 0 or self.retry_delay < 0:
-            raise ValueError("EVENT_MAX_RETRIES and EVENT_RETRY_DELAY must not be negative")
         self.dead_lettered = 0
         name = self.queue.name
         self.retry_queue = Queue(

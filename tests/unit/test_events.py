@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from orders.models import Order, ProcessedEvent
 from shared.db import engine_for
-from shared.events import EventHandler, handle_once, retry_delay
+from shared.events import EventHandler, check_event_retries, handle_once, retry_delay
 from shared.exceptions import InvalidInput
 from users import logic as users_logic
 from users.models import User
@@ -202,3 +202,23 @@ def test_retry_delays_double_from_the_configured_delay_up_to_a_cap():
 def test_requeue_on_error_is_refused_because_it_would_loop_for_ever():
     with pytest.raises(ValueError):
         EventHandler("users", "user_deleted", requeue_on_error=True)
+
+
+def test_the_retry_config_defaults_are_valid():
+    assert check_event_retries({}) == []
+    assert check_event_retries({"EVENT_MAX_RETRIES": 0, "EVENT_RETRY_DELAY": 0.05}) == []
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"EVENT_MAX_RETRIES": -1}, "EVENT_MAX_RETRIES"),
+        ({"EVENT_MAX_RETRIES": "3"}, "EVENT_MAX_RETRIES"),
+        ({"EVENT_MAX_RETRIES": True}, "EVENT_MAX_RETRIES"),
+        ({"EVENT_RETRY_DELAY": -0.5}, "EVENT_RETRY_DELAY"),
+        ({"EVENT_RETRY_DELAY": "soon"}, "EVENT_RETRY_DELAY"),
+    ],
+)
+def test_a_bad_retry_config_is_named_with_what_to_set(config, key):
+    [problem] = check_event_retries(config)
+    assert problem.startswith(key) and problem.endswith(f"set {key}")
