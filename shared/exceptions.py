@@ -15,7 +15,9 @@ class ServiceError(Exception):
     code = "ERROR"
 
     def __init__(self, message, details=None):
-        super().__init__(message, details)
+        # nameko sends args that are not str/list/dict as their str(): a None
+        # would come back as "None", so it is left out and restored by default
+        super().__init__(message, *(() if details is None else (details,)))
         self.message = message
         self.details = details
 

@@ -14,6 +14,8 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    # SQLite would otherwise reuse the id of a deleted last user
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # stored lower-cased: the unique index makes emails unique whatever the case

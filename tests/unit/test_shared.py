@@ -174,3 +174,15 @@ def test_expected_error_tracebacks_are_dropped_and_real_errors_kept():
     real = logging.makeLogRecord({"msg": "error handling worker %s: %s"})
     assert drop.filter(expected) is False
     assert drop.filter(real) is True
+
+
+def test_an_exception_without_details_crosses_rpc_with_none_not_a_string():
+    from nameko.exceptions import deserialize, serialize
+
+    from shared.exceptions import NotFound
+
+    error = deserialize(serialize(NotFound("user 9 not found")))
+    assert type(error) is NotFound
+    assert error.details is None and str(error) == "user 9 not found"
+    detailed = deserialize(serialize(InvalidInput("bad", {"email": ["Not valid."]})))
+    assert detailed.details == {"email": ["Not valid."]}

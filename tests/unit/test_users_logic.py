@@ -218,3 +218,9 @@ def test_authenticate_upgrades_a_hash_made_with_weaker_settings(create, users_se
     logic.authenticate(users_session, stronger, "ann@example.com", PASSWORD)
     stored = users_session.scalars(select(User)).one()
     assert "m=2048,t=2" in stored.password_hash
+
+
+def test_a_deleted_users_id_is_never_given_to_the_next_user(create, users_session, outbox):
+    first = create(email="first@example.com")
+    logic.delete_user(users_session, outbox, first["id"])
+    assert create(email="second@example.com")["id"] != first["id"]

@@ -44,6 +44,8 @@ def upgrade():
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email"),
+        # SQLite would hand a deleted user's id to the next one; ids must never repeat
+        sqlite_autoincrement=True,
     )
     # ### end Alembic commands ###
 
