@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: help install run migrate shell test unit integration lint format clean
+.PHONY: help install run migrate shell test unit integration lint format clean bench deadletters replay
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,3 +50,12 @@ format: $(STAMP)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
+
+deadletters: $(STAMP) ## list the dead letters of users and orders
+	for c in users orders; do $(BIN)/python -m shared.deadletters config/$$c.yaml list; done
+
+replay: $(STAMP) ## replay dead letters: make replay SERVICE=orders [EVENT_ID=...]
+	$(BIN)/python -m shared.deadletters config/$(SERVICE).yaml replay $(if $(EVENT_ID),--event-id $(EVENT_ID))
+
+bench: $(STAMP) ## benchmark against stock-nameko baselines (needs wrk, RabbitMQ, PostgreSQL; ~3 min)
+	$(BIN)/python -m bench.run

@@ -5,7 +5,10 @@ schema the service validates its RPC arguments with, and OpenAPI is generated
 from them.
 """
 
+import math
+import re
 import unicodedata
+from decimal import Decimal
 
 from marshmallow import (
     EXCLUDE,
@@ -139,9 +142,6 @@ def require_id(value, name="id"):
 
 # --- Orders -------------------------------------------------------------------------------------
 # (imports kept with the section they serve, so the section is appended whole)
-import math  # noqa: E402
-import re  # noqa: E402
-from decimal import Decimal  # noqa: E402
 
 ORDER_STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled")
 CURRENCY = "EUR"

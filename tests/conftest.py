@@ -123,6 +123,11 @@ def users_db_uri(make_db_uri):
 
 
 @pytest.fixture
+def orders_db_uri(make_db_uri):
+    return make_db_uri("orders")
+
+
+@pytest.fixture
 def users_session(users_db_uri):
     """A session on the users database, as the logic functions get one."""
     from nameko_sqlalchemy.database import Session

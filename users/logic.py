@@ -5,9 +5,10 @@ No nameko here: a unit test calls these with a SQLite session, an
 something commits once, with its events, or raises and changes nothing.
 """
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared.events import event_id_of, handle_once
 from shared.exceptions import AuthenticationFailed, Conflict, NotFound
 from shared.pagination import paginate
 from shared.schemas import (
@@ -19,7 +20,7 @@ from shared.schemas import (
     load,
     require_id,
 )
-from users.models import User
+from users.models import ProcessedEvent, User
 
 user_schema = UserSchema()
 
@@ -124,10 +125,6 @@ def record_order_created(session, payload):
     counts for nobody (and the event is still marked processed). Returns whether
     the event was applied (``False`` for a duplicate).
     """
-    from sqlalchemy import update
-
-    from shared.events import event_id_of, handle_once
-    from users.models import ProcessedEvent
 
     event_id_of(payload)
     user_id = require_id(payload.get("user_id"), "user_id")

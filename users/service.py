@@ -8,10 +8,11 @@ from nameko.web.handlers import http
 
 from shared.config import ConfigCheck, check_database
 from shared.db import Database
-from shared.events import event_handler
+from shared.events import check_event_retries, event_handler
 from shared.exceptions import EXPECTED
 from shared.health import health_report, json_response
 from shared.logs import LoggingContext
+from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
 from shared.passwords import Passwords
 from users import logic, sessions
@@ -21,8 +22,9 @@ from users.models import Base, OutboxEvent
 class UsersService:
     name = "users"
 
-    config = ConfigCheck(check_database)
+    config = ConfigCheck(check_database, check_event_retries)
     log_context = LoggingContext()
+    metrics = Metrics(counter("users_registered_total", "Accounts created"))
     db = Database(Base)
     outbox = Outbox(OutboxEvent)
     passwords = Passwords()
@@ -30,7 +32,9 @@ class UsersService:
     @rpc(expected_exceptions=EXPECTED)
     def create_user(self, email, name, password, role="user"):
         data = {"email": email, "name": name, "password": password, "role": role}
-        return logic.create_user(self.db.session, self.outbox, self.passwords, data)
+        user = logic.create_user(self.db.session, self.outbox, self.passwords, data)
+        self.metrics.users_registered.inc()
+        return user
 
     @rpc(expected_exceptions=EXPECTED)
     def get_user(self, user_id):
@@ -75,6 +79,10 @@ class UsersService:
     def http_health(self, request):
         """Liveness: the process serves (a database outage is not a reason to restart it)."""
         return json_response({"service": self.name, "status": "ok"})
+
+    @http("GET", "/metrics")
+    def http_metrics(self, request):
+        return self.metrics.response()
 
     @http("GET", "/ready")
     def http_ready(self, request):

@@ -161,8 +161,8 @@ def test_each_call_is_logged_once_with_its_request_id_outcome_and_duration(
         ) as rpc:
             with pytest.raises(NotFound):
                 rpc.users.get_user(999)
-    # nameko logs a call just after it replied
-    [record] = wait_until(lambda: [r for r in caplog.records if r.name == "calls"])
+        # nameko logs a call just after it replied
+        [record] = wait_until(lambda: [r for r in caplog.records if r.name == "calls"])
     assert record.entrypoint == "users.get_user"
     assert record.outcome == "expected_error" and record.error == "NotFound"
     assert record.request_id == "req-42" and record.call_id.startswith("users.get_user.")

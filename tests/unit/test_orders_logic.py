@@ -20,11 +20,6 @@ ITEM = {"sku": "BOOK-1", "quantity": 2, "unit_price": "19.99"}
 
 
 @pytest.fixture
-def orders_db_uri(make_db_uri):
-    return make_db_uri("orders")
-
-
-@pytest.fixture
 def session_factory(orders_db_uri):
     engine = engine_for(orders_db_uri)
     yield sessionmaker(bind=engine, class_=Session)
