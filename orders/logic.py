@@ -234,7 +234,7 @@ def cancel_orders_of_deleted_user(session, outbox, payload):
 
     Each cancelled order records ``order_status_changed``, in the same
     transaction as the cancellation and the processed ``event_id``. Returns how
-    many orders were cancelled (0 for a redelivered event).
+    many orders were cancelled, or ``None`` for a redelivered event.
     """
     event_id_of(payload)
     user_id = require_id(payload.get("user_id"), "user_id")
@@ -251,5 +251,6 @@ def cancel_orders_of_deleted_user(session, outbox, payload):
             _change_status(session, outbox, order, "cancelled")
             cancelled.append(order.id)
 
-    handle_once(session, ProcessedEvent, payload, "user_deleted", cancel_open_orders)
+    if not handle_once(session, ProcessedEvent, payload, "user_deleted", cancel_open_orders):
+        return None
     return len(cancelled)

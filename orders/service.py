@@ -75,6 +75,7 @@ class OrdersService:
         cancelled = logic.cancel_orders_of_deleted_user(self.db.session, self.outbox, payload)
         if cancelled:
             self.metrics.order_status_changes.labels(to="cancelled").inc(cancelled)
+        return cancelled is not None  # False: a duplicate
 
     @http("GET", "/health")
     def http_health(self, request):

@@ -122,13 +122,25 @@ def handle_once(session, model, payload, event_type, effect):
     return True
 
 
-# one pair of counters per registry, shared by every handler of the container
+# one set of counters per registry, shared by every handler of the container
 _counters = WeakKeyDictionary()
 
 
 def _event_counters(registry):
     if registry not in _counters:
         _counters[registry] = (
+            Counter(
+                "events_processed_total",
+                "Events a handler applied",
+                ["queue"],
+                registry=registry,
+            ),
+            Counter(
+                "events_duplicates_total",
+                "Redelivered events a handler recognised by event_id and skipped",
+                ["queue"],
+                registry=registry,
+            ),
             Counter(
                 "events_retried_total",
                 "Failed event deliveries sent for a delayed retry",
@@ -181,7 +193,14 @@ class EventHandler(_NamekoEventHandler):
     failure) and ``EVENT_RETRY_DELAY`` (seconds before the first retry, default
     1; each next retry waits twice as long, at most 300 s). Only for
     ``SERVICE_POOL`` and ``SINGLETON`` handlers: their queues are durable.
+
+    With a :class:`shared.metrics.Metrics` in the service, each queue counts
+    events processed, duplicates (the handler returned ``False``, as
+    :func:`handle_once` does for one), retries and dead letters.
     """
+
+    # set by register_metrics when the service has a Metrics provider
+    processed_counter = duplicates_counter = retried_counter = dead_lettered_counter = None
 
     def __init__(self, source_service, event_type, **kwargs):
         if kwargs.get("requeue_on_error"):
@@ -217,10 +236,16 @@ class EventHandler(_NamekoEventHandler):
 
     def register_metrics(self, registry):
         """Called by :class:`shared.metrics.Metrics` when the container starts."""
-        self.retried_counter, self.dead_lettered_counter = _event_counters(registry)
+        counters = _event_counters(registry)
+        (
+            self.processed_counter,
+            self.duplicates_counter,
+            self.retried_counter,
+            self.dead_lettered_counter,
+        ) = counters
         # the series exist at 0 from the start, so an alert can compare with before
-        self.retried_counter.labels(queue=self.queue.name)
-        self.dead_lettered_counter.labels(queue=self.queue.name)
+        for counter in counters:
+            counter.labels(queue=self.queue.name)
 
     def unpack_message_headers(self, message):
         # only nameko's context (request id, call stack) reaches the worker: the
@@ -236,6 +261,10 @@ class EventHandler(_NamekoEventHandler):
     def handle_message_processed(self, message, result=None, exc_info=None):
         if exc_info is None:
             self.queue_consumer.ack_message(message)
+            # a handler returns False for a duplicate (what handle_once answers)
+            counter = self.duplicates_counter if result is False else self.processed_counter
+            if counter is not None:
+                counter.labels(queue=self.queue.name).inc()
             return
         try:
             self._retry_or_dead_letter(message, exc_info[1])

@@ -73,7 +73,7 @@ class UsersService:
     @event_handler("orders", "order_created")
     def handle_order_created(self, payload):
         """The order's user counts one more order (once per event, whatever the redelivery)."""
-        logic.record_order_created(self.db.session, payload)
+        return logic.record_order_created(self.db.session, payload)  # False: a duplicate
 
     @http("GET", "/health")
     def http_health(self, request):

@@ -68,6 +68,10 @@ def test_the_same_order_created_delivered_twice_counts_once(users, user_id, rabb
         with entrypoint_waiter(users, "handle_order_created", timeout=5):
             dispatch("orders", "order_created", payload)
     assert rpc.users.get_user(user_id)["order_count"] == 1
+    registry = find_dependency(users, "metrics").registry
+    queue = {"queue": "evt-orders-order_created--users.handle_order_created"}
+    assert registry.get_sample_value("events_processed_total", queue) == 1
+    assert registry.get_sample_value("events_duplicates_total", queue) == 1
 
 
 def test_deleting_a_user_cancels_their_open_orders(users, orders, user_id, rpc):
