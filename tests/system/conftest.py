@@ -1,0 +1,63 @@
+"""The whole system as real processes on a private vhost and SQLite files."""
+
+import uuid
+
+import pytest
+import requests
+
+from tests.system.processes import ServiceProcess, migrate, system_env
+
+PASSWORD = "correct horse battery"
+
+
+class System:
+    def __init__(self, env, log_dir):
+        self.services = {
+            name: ServiceProcess(name, env, log_dir) for name in ("users", "orders", "gateway")
+        }
+
+    def __getitem__(self, name):
+        return self.services[name]
+
+    @property
+    def api(self):
+        return self.services["gateway"].url
+
+    def start(self):
+        for service in self.services.values():
+            service.start(wait=False)
+        for service in self.services.values():
+            service.wait_healthy()
+
+    def stop(self):
+        for service in self.services.values():
+            service.stop()
+
+    def register_and_login(self):
+        email = f"{uuid.uuid4().hex[:10]}@example.com"
+        response = requests.post(
+            f"{self.api}/v1/users",
+            json={"email": email, "name": "Ann", "password": PASSWORD},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        tokens = requests.post(
+            f"{self.api}/v1/auth/token", json={"email": email, "password": PASSWORD}, timeout=10
+        ).json()
+        return response.json(), {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@pytest.fixture
+def system_environment(rabbit_config, tmp_path):
+    return system_env(rabbit_config["AMQP_URI"], tmp_path, LOG_FORMAT="json")
+
+
+@pytest.fixture
+def system(system_environment, tmp_path):
+    migrate(system_environment)
+    running = System(system_environment, tmp_path)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
