@@ -1,0 +1,329 @@
+"""`make bench`: how fast the system is, next to stock nameko's floor, in one run.
+
+Starts the three services on PostgreSQL (throwaway databases) and a private
+RabbitMQ vhost, plus two stock-nameko baselines (an HTTP hello, and HTTP -> one
+RPC echo), seeds a user and an order, then measures with wrk in several short
+interleaved rounds. Prints req/s (median, min-max), p50 and p99 per target and
+concurrency, each route's ratio to the echo baseline, and every service's
+resident memory afterwards; writes the same as JSON under var/bench/.
+Bounded (about three minutes) and on 127.0.0.1 only.
+
+Environment: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_CONNECTIONS ("8,32"),
+BENCH_POSTGRES_URL, BENCH_RABBIT (amqp host:port), BENCH_RABBIT_API.
+"""
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+
+import requests
+from sqlalchemy import text
+
+from shared.db import engine_for
+from shared.migrate import alembic_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+SECONDS = int(os.environ.get("BENCH_SECONDS", 4))
+CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "8,32").split(",")]
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RABBIT = os.environ.get("BENCH_RABBIT", "127.0.0.1:5672")
+RABBIT_API = os.environ.get("BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672")
+SECRET = "bench-secret-" + "x" * 40
+
+PORTS = {
+    "gateway": 18000,
+    "users": 18001,
+    "orders": 18002,
+    "hello": 18010,
+    "echo": 18011,
+    "echo_service": 18012,
+}
+
+
+class Stack:
+    """Everything the run starts, so that it can all be stopped whatever happens."""
+
+    def __init__(self):
+        self.vhost = f"bench-{uuid.uuid4().hex[:8]}"
+        self.databases = {}
+        self.processes = {}
+        self.tmp = tempfile.mkdtemp(prefix="bench-")
+
+    # -- infrastructure ---------------------------------------------------
+    def create_vhost(self):
+        requests.put(f"{RABBIT_API}/api/vhosts/{self.vhost}", timeout=10).raise_for_status()
+        requests.put(
+            f"{RABBIT_API}/api/permissions/{self.vhost}/guest",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+            timeout=10,
+        ).raise_for_status()
+        return f"amqp://guest:guest@{RABBIT}/{self.vhost}"
+
+    def create_database(self, service):
+        from alembic import command
+
+        name = f"bench_{service}_{self.vhost[6:]}"
+        admin = engine_for(POSTGRES, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        uri = engine_for(POSTGRES).url.set(database=name).render_as_string(hide_password=False)
+        command.upgrade(alembic_config(service, uri), "head")
+        self.databases[service] = name
+        return uri
+
+    def start(self, name, config, *modules, env=None):
+        log = open(os.path.join(self.tmp, f"{name}.log"), "w")
+        self.processes[name] = subprocess.Popen(
+            [f"{BIN}/nameko", "run", "--config", config, *modules],
+            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self):
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.databases:
+            admin = engine_for(POSTGRES, isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                for name in self.databases.values():
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+        requests.delete(f"{RABBIT_API}/api/vhosts/{self.vhost}", timeout=10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def rss_mb(self, name):
+        with open(f"/proc/{self.processes[name].pid}/status") as status:
+            kib = int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+        return round(kib / 1024, 1)
+
+
+def wait_healthy(port, path="/health", timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"nothing answered on 127.0.0.1:{port}{path} within {timeout} s")
+
+
+def baseline_config(path, amqp_uri, port):
+    with open(path, "w") as config:
+        config.write(f"AMQP_URI: {amqp_uri}\nWEB_SERVER_ADDRESS: 127.0.0.1:{port}\n")
+    return path
+
+
+def start_everything(stack):
+    amqp_uri = stack.create_vhost()
+    common = {
+        "AMQP_URI": amqp_uri,
+        "JWT_SECRET": SECRET,
+        "ENVIRONMENT": "production",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+    }
+    users_db, orders_db = stack.create_database("users"), stack.create_database("orders")
+    for service, extra in (
+        ("users", {"USERS_DB_URI": users_db}),
+        ("orders", {"ORDERS_DB_URI": orders_db}),
+        ("gateway", {}),
+    ):
+        env = {**common, **extra, "WEB_SERVER_ADDRESS": f"127.0.0.1:{PORTS[service]}"}
+        stack.start(service, f"config/{service}.yaml", f"{service}.service", env=env)
+    stack.start(
+        "hello",
+        baseline_config(f"{stack.tmp}/hello.yaml", amqp_uri, PORTS["hello"]),
+        "bench.baselines:Hello",
+    )
+    stack.start(
+        "echo_service",
+        baseline_config(f"{stack.tmp}/echo.yaml", amqp_uri, PORTS["echo_service"]),
+        "bench.baselines:Echo",
+    )
+    stack.start(
+        "echo",
+        baseline_config(f"{stack.tmp}/echogw.yaml", amqp_uri, PORTS["echo"]),
+        "bench.baselines:EchoGateway",
+    )
+    for name in ("users", "orders", "gateway"):
+        wait_healthy(PORTS[name])
+    wait_healthy(PORTS["hello"], "/hello")
+    wait_healthy(PORTS["echo"], "/echo")
+    wait_healthy(PORTS["gateway"], "/ready")
+
+
+def seed():
+    """A user with a token, and one order of theirs to read."""
+    base = f"http://127.0.0.1:{PORTS['gateway']}"
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    password = "a bench password"
+    response = requests.post(
+        f"{base}/v1/users", timeout=10, json={"email": email, "name": "Bench", "password": password}
+    )
+    response.raise_for_status()
+    token = requests.post(
+        f"{base}/v1/auth/token", timeout=10, json={"email": email, "password": password}
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    order = requests.post(
+        f"{base}/v1/orders",
+        timeout=10,
+        headers={**headers, "Idempotency-Key": "seed"},
+        json={"items": [{"sku": "SEED", "quantity": 1, "unit_price": "1.00"}]},
+    )
+    order.raise_for_status()
+    return token, order.json()["id"]
+
+
+def parse_wrk(output):
+    def seconds(value, unit):
+        return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+    latency = dict(
+        (pct, seconds(value, unit))
+        for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M)
+    )
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors:.*", output)
+    return {
+        "rps": rps,
+        "p50_ms": round(latency["50"] * 1000, 2),
+        "p99_ms": round(latency["99"] * 1000, 2),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(0) if errors else None,
+    }
+
+
+def wrk(url, connections, script, token):
+    result = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{SECONDS}s",
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+            os.path.join(ROOT, "bench", script),
+            url,
+        ],
+        env={**os.environ, "BENCH_TOKEN": token},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=SECONDS + 30,
+    )
+    return parse_wrk(result.stdout)
+
+
+def targets(order_id):
+    gateway = f"http://127.0.0.1:{PORTS['gateway']}"
+    return [
+        ("baseline: hello", f"http://127.0.0.1:{PORTS['hello']}/hello", "get.lua"),
+        ("baseline: http->rpc echo", f"http://127.0.0.1:{PORTS['echo']}/echo", "get.lua"),
+        ("GET /v1/orders/{id}", f"{gateway}/v1/orders/{order_id}", "get.lua"),
+        ("GET /v1/users/me", f"{gateway}/v1/users/me", "get.lua"),
+        ("POST /v1/orders", f"{gateway}/v1/orders", "post_order.lua"),
+    ]
+
+
+def summarise(runs):
+    rps = [run["rps"] for run in runs]
+    return {
+        "rps_median": round(statistics.median(rps), 1),
+        "rps_min": round(min(rps), 1),
+        "rps_max": round(max(rps), 1),
+        "p50_ms": round(statistics.median(run["p50_ms"] for run in runs), 2),
+        "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 2),
+        "non_2xx": sum(run["non_2xx"] for run in runs),
+    }
+
+
+def print_table(results, rss):
+    echo = {c: results[("baseline: http->rpc echo", c)]["rps_median"] for c in CONNECTIONS}
+    header = (
+        f"{'target':28} {'conns':>5} {'req/s median (min-max)':>24} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'x echo':>7} {'non-2xx':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for (name, connections), row in results.items():
+        spread = f"{row['rps_median']:.0f} ({row['rps_min']:.0f}-{row['rps_max']:.0f})"
+        ratio = row["rps_median"] / echo[connections] if echo[connections] else 0
+        print(
+            f"{name:28} {connections:>5} {spread:>24} {row['p50_ms']:>8.1f} "
+            f"{row['p99_ms']:>8.1f} {ratio:>7.2f} {row['non_2xx']:>8}"
+        )
+    print()
+    print(
+        "resident memory after the run (MB): "
+        + ", ".join(f"{name} {mb}" for name, mb in rss.items())
+    )
+
+
+def main():
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk")
+    stack = Stack()
+    started = time.monotonic()
+    try:
+        start_everything(stack)
+        token, order_id = seed()
+        runs = {}
+        for round_number in range(ROUNDS):
+            for name, url, script in targets(order_id):
+                for connections in CONNECTIONS:
+                    run = wrk(url, connections, script, token)
+                    runs.setdefault((name, connections), []).append(run)
+                    print(
+                        f"round {round_number + 1}/{ROUNDS} {name} c{connections}: "
+                        f"{run['rps']:.0f} req/s p99 {run['p99_ms']:.1f} ms",
+                        flush=True,
+                    )
+        rss = {name: stack.rss_mb(name) for name in ("gateway", "users", "orders")}
+    finally:
+        stack.stop()
+    results = {key: summarise(value) for key, value in runs.items()}
+    print()
+    print_table(results, rss)
+    report = {
+        "when": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "settings": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS},
+        "results": [
+            {"target": name, "connections": c, **row} for (name, c), row in results.items()
+        ],
+        "rss_mb": rss,
+        "duration_s": round(time.monotonic() - started, 1),
+    }
+    os.makedirs(os.path.join(ROOT, "var", "bench"), exist_ok=True)
+    path = os.path.join(ROOT, "var", "bench", f"results-{int(time.time())}.json")
+    with open(path, "w") as out:
+        json.dump(report, out, indent=2)
+    print(f"results written to {os.path.relpath(path, ROOT)} ({report['duration_s']} s)")
+
+
+if __name__ == "__main__":
+    main()
