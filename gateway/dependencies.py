@@ -6,6 +6,7 @@ to every worker; the logic they wrap lives in :mod:`gateway.auth` and
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from nameko.events import BROADCAST, EventHandler
@@ -47,6 +48,9 @@ class Tokens(DependencyProvider):
             raise SystemExit(str(error)) from None
         self.access_lifetime = timedelta(minutes=int(config.get("ACCESS_TOKEN_MINUTES", 15)))
         self.refresh_lifetime = timedelta(days=int(config.get("REFRESH_TOKEN_DAYS", 7)))
+        # access tokens already verified, by their exact text: a client sends the
+        # same token for 15 minutes, so the HMAC and claim checks run once per token
+        self._verified_access = {}
 
     def get_dependency(self, worker_ctx):
         return self
@@ -73,8 +77,25 @@ class Tokens(DependencyProvider):
         )
         return TokenPair(access, refresh, refresh_claims, int(self.access_lifetime.total_seconds()))
 
+    VERIFIED_CACHE_SIZE = 10_000
+
     def decode_access(self, token):
-        return tokens.decode(self.secret, token, tokens.ACCESS)
+        """The claims of a valid access token (see :func:`shared.tokens.decode`).
+
+        A token that verified once is remembered until it expires; the cache
+        holds at most ``VERIFIED_CACHE_SIZE`` tokens, forgetting the oldest first.
+        Revocation (deleted users) is checked by the caller on every request.
+        """
+        claims = self._verified_access.get(token)
+        if claims is not None:
+            if claims["exp"] > time.time():
+                return claims
+            del self._verified_access[token]
+        claims = tokens.decode(self.secret, token, tokens.ACCESS)
+        if len(self._verified_access) >= self.VERIFIED_CACHE_SIZE:
+            del self._verified_access[next(iter(self._verified_access))]
+        self._verified_access[token] = claims
+        return claims
 
     def decode_refresh(self, token):
         return tokens.decode(self.secret, token, tokens.REFRESH)

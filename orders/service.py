@@ -3,7 +3,6 @@
 Entrypoints translate and delegate; the logic lives in :mod:`orders.logic`.
 """
 
-from nameko.rpc import rpc
 from nameko.web.handlers import http
 
 from orders import logic
@@ -17,6 +16,7 @@ from shared.health import health_report, json_response
 from shared.logs import LoggingContext
 from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
+from shared.rpc import rpc
 
 # Unavailable is a dependency's trouble, not ours: the caller maps it to 503
 RPC_EXPECTED = (*EXPECTED, Unavailable)
@@ -47,7 +47,7 @@ class OrdersService:
 
     @rpc(expected_exceptions=EXPECTED)
     def get_order(self, order_id, user_id=None):
-        return logic.get_order(self.db.session, order_id, user_id)
+        return logic.get_order(self.db.read_session, order_id, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_orders(self, user_id=None, status=None, limit=20, cursor=None):

@@ -5,20 +5,24 @@ from datetime import UTC
 
 from nameko_sqlalchemy import Database as _Database
 from nameko_sqlalchemy.database import DB_URIS_KEY, Session
+from nameko_sqlalchemy.database import DatabaseWrapper as _DatabaseWrapper
 from sqlalchemy import DateTime, TypeDecorator, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
 from shared.config import db_uri_key
+from shared.exceptions import Unavailable
 
 
 def engine_for(uri, **options):
     """An engine with the settings each backend needs to behave under load.
 
-    PostgreSQL: pre-ping, so a pooled connection that died with a server restart
-    is replaced instead of failing one request. SQLite (the local default): the
-    folder of the file is created, WAL lets readers go on while one writes, and a
-    busy timeout waits for a lock instead of failing at once.
+    PostgreSQL: no pre-ping (it costs a round trip per checkout); when a server
+    restart kills the pooled connections, the first call that meets a dead one
+    invalidates the whole pool and fails as :class:`Unavailable` (a 503 the
+    client may retry), and the next calls reconnect. SQLite (the local
+    default): the folder of the file is created, WAL lets readers go on while
+    one writes, and a busy timeout waits for a lock instead of failing at once.
     """
     url = make_url(uri)
     if url.drivername == "postgresql":
@@ -31,8 +35,16 @@ def engine_for(uri, **options):
         engine = create_engine(url, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    options.setdefault("pool_pre_ping", True)
-    return create_engine(url, **options)
+    engine = create_engine(url, **options)
+    event.listen(engine, "handle_error", _disconnect_is_unavailable)
+    return engine
+
+
+def _disconnect_is_unavailable(context):
+    if context.is_disconnect:
+        raise Unavailable(
+            "the database cannot be reached", {"database": ["unreachable"]}
+        ) from context.original_exception
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -51,10 +63,57 @@ class Database(_Database):
     """
 
     def setup(self):
-        uri = self.container.config[DB_URIS_KEY][db_uri_key(self.container.service_name)]
+        config = self.container.config
+        uri = config[DB_URIS_KEY][db_uri_key(self.container.service_name)]
         self.db_uri = uri
-        self.engine = engine_for(uri, **self.engine_options)
+        # a connection for every worker nameko may run at once, plus the outbox
+        # relay's: below that, busy moments open and close connections per call
+        pool_size = int(config.get("max_workers", 10)) + 2
+        self.engine = engine_for(uri, **{"pool_size": pool_size, **self.engine_options})
         self.Session = sessionmaker(bind=self.engine, class_=Session, **self.session_options)
+        # a pool of autocommit connections for reads: no BEGIN and no ROLLBACK round
+        # trip, and no isolation switch per checkout (which costs one on PostgreSQL)
+        self.read_engine = engine_for(
+            uri, **{"pool_size": pool_size, **self.engine_options, "isolation_level": "AUTOCOMMIT"}
+        )
+        self.ReadSession = sessionmaker(bind=self.read_engine, class_=Session)
+
+    def stop(self):
+        super().stop()
+        self.read_engine.dispose()
+
+    def kill(self):
+        super().kill()
+        self.read_engine.dispose()
+
+    def get_dependency(self, worker_ctx):
+        db = DatabaseWrapper(self.Session, self.ReadSession)
+        self.dbs[worker_ctx] = db
+        return db
+
+
+class DatabaseWrapper(_DatabaseWrapper):
+    """What a worker gets: ``session`` (a transaction) and ``read_session`` (autocommit).
+
+    Use ``read_session`` for a read that is one statement, or needs no
+    consistency between its statements; everything that writes uses ``session``.
+    """
+
+    def __init__(self, Session, ReadSession):
+        super().__init__(Session)
+        self.ReadSession = ReadSession
+        self._read_session = None
+
+    @property
+    def read_session(self):
+        if self._read_session is None:
+            self._read_session = self.ReadSession()
+        return self._read_session
+
+    def close(self):
+        super().close()
+        if self._read_session is not None:
+            self._read_session.close()
 
 
 def find_dependency(container, attr_name):

@@ -3,7 +3,6 @@
 Entrypoints translate and delegate; the logic lives in :mod:`users.logic`.
 """
 
-from nameko.rpc import rpc
 from nameko.web.handlers import http
 
 from shared.config import ConfigCheck, check_database
@@ -15,6 +14,7 @@ from shared.logs import LoggingContext
 from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
 from shared.passwords import Passwords
+from shared.rpc import rpc
 from users import logic, sessions
 from users.models import Base, OutboxEvent
 
@@ -38,7 +38,7 @@ class UsersService:
 
     @rpc(expected_exceptions=EXPECTED)
     def get_user(self, user_id):
-        return logic.get_user(self.db.session, user_id)
+        return logic.get_user(self.db.read_session, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_users(self, limit=20, cursor=None):
