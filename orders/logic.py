@@ -8,7 +8,7 @@ changes something commits once, with its events, or raises and changes nothing.
 import logging
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orders.models import Order, OrderItem, ProcessedEvent, cents_to_decimal
@@ -61,9 +61,12 @@ def _get(session, order_id, user_id=None, for_update=False):
     return order
 
 
-def _find_by_key(session, user_id, key):
-    return session.scalars(
-        select(Order).where(Order.user_id == user_id, Order.idempotency_key == key)
+def _key_holder(session, user_id, key):
+    """``(id, created_at)`` of the user's order holding ``key``, or ``None``."""
+    return session.execute(
+        select(Order.id, Order.created_at).where(
+            Order.user_id == user_id, Order.idempotency_key == key
+        )
     ).first()
 
 
@@ -92,19 +95,20 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
         "idempotency_key"
     ]
 
+    earlier = None
     if key is not None:
-        earlier = _find_by_key(session, user_id, key)
+        earlier = _key_holder(session, user_id, key)
         # end the read transaction before the network call below
         session.rollback()
         if earlier is not None and _fresh(earlier):
-            return {"order": dump(earlier), "created": False}
+            return {"order": get_order(session, earlier.id), "created": False}
 
     if not user_exists(user_id):
         raise InvalidInput("invalid order", {"user_id": ["Unknown user."]})
 
     try:
-        if key is not None:
-            # a key older than the window is released for the new order
+        if earlier is not None:
+            # the key is older than the window: release it for the new order
             session.execute(
                 update(Order)
                 .where(
@@ -114,10 +118,7 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
                 )
                 .values(idempotency_key=None)
             )
-        order = _new_order(user_id, fields["items"], key)
-        session.add(order)
-        session.flush()
-        data = dump(order)
+        data = _insert_order(session, user_id, fields["items"], key)
         outbox.add(
             session,
             "order_created",
@@ -133,31 +134,64 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
         session.commit()
     except IntegrityError:
         session.rollback()
-        winner = _find_by_key(session, user_id, key) if key is not None else None
+        winner = _key_holder(session, user_id, key) if key is not None else None
         if winner is None:
             raise
         log.info("a concurrent call with the same idempotency key won: order %s", winner.id)
-        return {"order": dump(winner), "created": False}
-    return {"order": dump(order), "created": True}
+        return {"order": get_order(session, winner.id), "created": False}
+    # dumped before the commit: reading it back after would cost two queries
+    return {"order": data, "created": True}
 
 
-def _new_order(user_id, items, key):
+def _insert_order(session, user_id, items, key):
+    """Insert the order and its items with Core statements; the order as dumped.
+
+    The hot write: two statements (the items in one executemany), no ORM
+    unit of work.
+    """
+    now = utcnow()
     lines = [
-        OrderItem(
-            position=position,
-            sku=item["sku"],
-            quantity=item["quantity"],
-            unit_price_cents=int(item["unit_price"] * 100),
-        )
+        {
+            "position": position,
+            "sku": item["sku"],
+            "quantity": item["quantity"],
+            "unit_price_cents": int(item["unit_price"] * 100),
+        }
         for position, item in enumerate(items)
     ]
-    return Order(
-        user_id=user_id,
-        status="pending",
-        currency=CURRENCY,
-        total_cents=sum(line.quantity * line.unit_price_cents for line in lines),
-        idempotency_key=key,
-        items=lines,
+    total_cents = sum(line["quantity"] * line["unit_price_cents"] for line in lines)
+    order_id = session.execute(
+        insert(Order.__table__)
+        .values(
+            user_id=user_id,
+            status="pending",
+            currency=CURRENCY,
+            total_cents=total_cents,
+            idempotency_key=key,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(_orders.id)
+    ).scalar_one()
+    session.execute(insert(OrderItem.__table__), [{**line, "order_id": order_id} for line in lines])
+    return order_schema.dump(
+        {
+            "id": order_id,
+            "user_id": user_id,
+            "status": "pending",
+            "currency": CURRENCY,
+            "total": cents_to_decimal(total_cents),
+            "created_at": now,
+            "updated_at": now,
+            "items": [
+                {
+                    "sku": line["sku"],
+                    "quantity": line["quantity"],
+                    "unit_price": cents_to_decimal(line["unit_price_cents"]),
+                }
+                for line in lines
+            ],
+        }
     )
 
 

@@ -102,9 +102,7 @@ def handle_once(session, model, payload, event_type, effect):
     handler's retries take over).
     """
     event_id = event_id_of(payload)
-    if session.get(model, event_id) is not None:
-        session.rollback()
-        return False
+    # no look-up first: the insert itself tells a duplicate (one round trip less)
     try:
         session.add(model(event_id=event_id, event_type=event_type))
         session.flush()

@@ -5,7 +5,7 @@ No nameko here: a unit test calls these with a SQLite session, an
 something commits once, with its events, or raises and changes nothing.
 """
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.events import event_id_of, handle_once
@@ -67,8 +67,21 @@ def create_user(session, outbox, hasher, data):
     return dump(user)
 
 
+# the hot read (every order asks whether its user exists): one prebuilt Core statement
+_USER_BY_ID = select(
+    *(
+        User.__table__.c[name]
+        for name in ("id", "email", "name", "role", "order_count", "created_at")
+    )
+).where(User.__table__.c.id == bindparam("user_id"))
+
+
 def get_user(session, user_id):
-    return dump(_get(session, user_id))
+    user_id = require_id(user_id, "user_id")
+    row = session.connection().execute(_USER_BY_ID, {"user_id": user_id}).first()
+    if row is None:
+        raise NotFound(f"user {user_id} not found")
+    return user_schema.dump(row._mapping)
 
 
 def list_users(session, limit=20, cursor=None):
@@ -130,8 +143,12 @@ def record_order_created(session, payload):
     user_id = require_id(payload.get("user_id"), "user_id")
 
     def count_order(session):
+        # a Core update: the ORM's bulk path would also sync objects we do not hold
+        users = User.__table__.c
         session.execute(
-            update(User).where(User.id == user_id).values(order_count=User.order_count + 1)
+            update(User.__table__)
+            .where(users.id == user_id)
+            .values(order_count=users.order_count + 1)
         )
 
     return handle_once(session, ProcessedEvent, payload, "order_created", count_order)
