@@ -186,3 +186,19 @@ def test_an_exception_without_details_crosses_rpc_with_none_not_a_string():
     assert error.details is None and str(error) == "user 9 not found"
     detailed = deserialize(serialize(InvalidInput("bad", {"email": ["Not valid."]})))
     assert detailed.details == {"email": ["Not valid."]}
+
+
+def test_glibc_is_told_to_give_argon2s_memory_back():
+    import platform
+
+    from shared.passwords import keep_large_blocks_mmapped
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("the fix is for glibc")
+    assert keep_large_blocks_mmapped() is True
+
+
+def test_concurrent_hashes_are_limited_to_one_per_cpu(fast_hasher):
+    import os
+
+    assert fast_hasher._slots.balance == (os.cpu_count() or 1)
