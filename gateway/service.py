@@ -45,6 +45,7 @@ from shared.schemas import (
     StatusChangeSchema,
     UserCreateSchema,
     UserUpdateSchema,
+    instance_of,
     load,
 )
 
@@ -100,13 +101,13 @@ class GatewayService:
         body = read_json(request)
         if isinstance(body, dict) and body.get("role", "user") != "user":
             raise Forbidden("only an admin may give a role other than user")
-        fields = load(UserCreateSchema(), body)
+        fields = load(UserCreateSchema, body)
         user = self.users.create_user(fields["email"], fields["name"], fields["password"])
         return json_response(user, 201)
 
     @route("POST", "/v1/auth/token")
     def issue_token(self, request):
-        credentials = load(CredentialsSchema(), read_json(request))
+        credentials = load(CredentialsSchema, read_json(request))
         email = credentials["email"]
         wait = self.logins.retry_after(email)
         if wait:
@@ -128,7 +129,7 @@ class GatewayService:
 
     @route("POST", "/v1/auth/refresh")
     def refresh_token(self, request):
-        fields = load(RefreshRequestSchema(), read_json(request))
+        fields = load(RefreshRequestSchema, read_json(request))
         claims = self.tokens.decode_refresh(fields["refresh_token"])
         now = datetime.now(UTC)
         jti = self.tokens.new_refresh_jti()
@@ -155,7 +156,7 @@ class GatewayService:
     @route("GET", "/v1/users")
     def list_users(self, request):
         auth.require_admin(self._caller(request))
-        page = load_query(PageQuerySchema(), request)
+        page = load_query(instance_of(PageQuerySchema), request)
         with query_errors():
             return json_response(self.users.list_users(page["limit"], page["cursor"]))
 
@@ -165,7 +166,7 @@ class GatewayService:
         auth.require_self_or_admin(caller, user_id)
         body = read_json(request)
         auth.check_changes(caller, body)
-        changes = load(UserUpdateSchema(), body)
+        changes = load(UserUpdateSchema, body)
         return json_response(self.users.update_user(user_id, changes))
 
     @route("DELETE", f"/v1/users/{USER_ID}")
@@ -181,7 +182,7 @@ class GatewayService:
     def create_order(self, request):
         caller = self._caller(request)
         key = idempotency_key(request)
-        schema = OrderCreateSchema()
+        schema = instance_of(OrderCreateSchema)
         items = schema.dump(load(schema, read_json(request)))["items"]
         result = self.orders.create_order(caller.user_id, items, idempotency_key=key)
         return json_response(result["order"], 201 if result["created"] else 200)
@@ -196,7 +197,7 @@ class GatewayService:
     @route("GET", "/v1/orders")
     def list_orders(self, request):
         caller = self._caller(request)
-        query = load_query(OrderListQuerySchema(), request)
+        query = load_query(instance_of(OrderListQuerySchema), request)
         if not caller.is_admin:
             if query["user_id"] not in (None, caller.user_id):
                 raise Forbidden("only an admin may list another user's orders")
@@ -212,7 +213,7 @@ class GatewayService:
     @route("POST", f"/v1/orders/{ORDER_ID}/status")
     def set_order_status(self, request, order_id):
         auth.require_admin(self._caller(request))
-        change = load(StatusChangeSchema(), read_json(request))
+        change = load(StatusChangeSchema, read_json(request))
         return json_response(self.orders.set_status(order_id, change["status"]))
 
     # --- operations ------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def idempotency_key(request):
     """The ``Idempotency-Key`` header, checked (400 if it breaks the contract), or None."""
     value = request.headers.get("Idempotency-Key")
     params = {} if value is None else {"idempotency_key": value}
-    return load_params(IdempotencyKeySchema(), params, "invalid Idempotency-Key header")[
+    return load_params(instance_of(IdempotencyKeySchema), params, "invalid Idempotency-Key header")[
         "idempotency_key"
     ]
 

@@ -90,8 +90,8 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
     network call ever holds database locks. An unknown user is ``InvalidInput``.
     """
     user_id = require_id(user_id, "user_id")
-    fields = load(OrderCreateSchema(), {"items": items}, "invalid order")
-    key = load(IdempotencyKeySchema(), {"idempotency_key": idempotency_key}, "invalid order")[
+    fields = load(OrderCreateSchema, {"items": items}, "invalid order")
+    key = load(IdempotencyKeySchema, {"idempotency_key": idempotency_key}, "invalid order")[
         "idempotency_key"
     ]
 
@@ -252,7 +252,7 @@ def get_order(session, order_id, user_id=None):
 def list_orders(session, user_id=None, status=None, limit=20, cursor=None):
     """A page ``{"items": [...], "next_cursor": str | None}``, oldest first."""
     query = load(
-        OrderListQuerySchema(),
+        OrderListQuerySchema,
         {"user_id": user_id, "status": status, "limit": limit, "cursor": cursor},
         "invalid query",
     )
@@ -289,7 +289,7 @@ def set_status(session, outbox, order_id, status):
     (``SELECT ... FOR UPDATE`` on PostgreSQL), so two racing changes cannot
     both start from the same state.
     """
-    new_status = load(StatusChangeSchema(), {"status": status}, "invalid status")["status"]
+    new_status = load(StatusChangeSchema, {"status": status}, "invalid status")["status"]
     order = _get(session, order_id, for_update=True)
     try:
         _change_status(session, outbox, order, new_status)

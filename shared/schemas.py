@@ -5,6 +5,7 @@ schema the service validates its RPC arguments with, and OpenAPI is generated
 from them.
 """
 
+import functools
 import math
 import re
 import unicodedata
@@ -29,8 +30,22 @@ NAME_MAX = 100
 EMAIL_MAX = 254
 
 
+@functools.cache
+def instance_of(schema_class):
+    """One shared instance per schema class: making a Schema costs more than using it.
+
+    (Schemas keep no state between ``load`` calls, so greenthreads can share one.)
+    """
+    return schema_class()
+
+
 def load(schema, data, message="invalid input"):
-    """``schema.load(data)``, raising :class:`InvalidInput` with field errors."""
+    """``schema.load(data)``, raising :class:`InvalidInput` with field errors.
+
+    ``schema`` is a Schema class (its shared instance is used) or an instance.
+    """
+    if isinstance(schema, type):
+        schema = instance_of(schema)
     if not isinstance(data, dict):
         raise InvalidInput(message, {"_schema": ["Expected an object."]})
     try:
@@ -135,7 +150,7 @@ class IdSchema(Schema):
 def require_id(value, name="id"):
     """A positive integer id, or :class:`InvalidInput` naming the argument."""
     try:
-        return IdSchema().load({"id": value})["id"]
+        return instance_of(IdSchema).load({"id": value})["id"]
     except ValidationError as error:
         raise InvalidInput(f"invalid {name}", {name: error.messages["id"]}) from None
 

@@ -48,7 +48,7 @@ def _email_taken(email):
 
 
 def create_user(session, outbox, hasher, data):
-    fields = load(UserCreateSchema(), data)
+    fields = load(UserCreateSchema, data)
     user = User(
         email=fields["email"],
         name=fields["name"],
@@ -85,14 +85,14 @@ def get_user(session, user_id):
 
 
 def list_users(session, limit=20, cursor=None):
-    page = load(PageQuerySchema(), {"limit": limit, "cursor": cursor})
+    page = load(PageQuerySchema, {"limit": limit, "cursor": cursor})
     users, next_cursor = paginate(session, select(User), User.id, page["limit"], page["cursor"])
     return {"items": [dump(user) for user in users], "next_cursor": next_cursor}
 
 
 def update_user(session, outbox, hasher, user_id, changes):
     user = _get(session, user_id)
-    fields = load(UserUpdateSchema(), changes)
+    fields = load(UserUpdateSchema, changes)
     changed = sorted(fields)
     if "password" in fields:
         user.password_hash = hasher.hash(fields.pop("password"))
@@ -118,7 +118,7 @@ def authenticate(session, hasher, email, password):
     An unknown email costs the same hashing time as a wrong password, and both
     fail with the same message, so neither timing nor text tells which it was.
     """
-    credentials = load(CredentialsSchema(), {"email": email, "password": password})
+    credentials = load(CredentialsSchema, {"email": email, "password": password})
     user = session.scalars(select(User).where(User.email == credentials["email"])).first()
     if user is None:
         hasher.burn(credentials["password"])
