@@ -3,16 +3,16 @@
 Entrypoints translate and delegate; the logic lives in :mod:`orders.logic`.
 """
 
-from nameko.web.handlers import http
-
 from orders import logic
 from orders.dependencies import Users
 from orders.models import Base, OutboxEvent
+
+# a module import: a class imported by name would look like a second service to `nameko run`
+from shared import health
 from shared.config import ConfigCheck, check_database
 from shared.db import Database
 from shared.events import check_event_retries, event_handler
 from shared.exceptions import EXPECTED, Unavailable
-from shared.health import health_report, json_response
 from shared.logs import LoggingContext
 from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
@@ -22,7 +22,7 @@ from shared.rpc import rpc
 RPC_EXPECTED = (*EXPECTED, Unavailable)
 
 
-class OrdersService:
+class OrdersService(health.OperationalEndpoints):
     name = "orders"
 
     config = ConfigCheck(check_database, check_event_retries)
@@ -65,10 +65,6 @@ class OrdersService:
         self.metrics.order_status_changes.labels(to=order["status"]).inc()
         return order
 
-    @rpc
-    def health(self):
-        return health_report(self.name, self.db.session)
-
     @event_handler("users", "user_deleted")
     def handle_user_deleted(self, payload):
         """The user's pending and paid orders are cancelled (once per event)."""
@@ -76,18 +72,3 @@ class OrdersService:
         if cancelled:
             self.metrics.order_status_changes.labels(to="cancelled").inc(cancelled)
         return cancelled is not None  # False: a duplicate
-
-    @http("GET", "/health")
-    def http_health(self, request):
-        """Liveness: the process serves (a database outage is not a reason to restart it)."""
-        return json_response({"service": self.name, "status": "ok"})
-
-    @http("GET", "/metrics")
-    def http_metrics(self, request):
-        return self.metrics.response()
-
-    @http("GET", "/ready")
-    def http_ready(self, request):
-        """Readiness: the database answers."""
-        report = health_report(self.name, self.db.session)
-        return json_response(report, 200 if report["status"] == "ok" else 503)

@@ -3,13 +3,12 @@
 Entrypoints translate and delegate; the logic lives in :mod:`users.logic`.
 """
 
-from nameko.web.handlers import http
-
+# a module import: a class imported by name would look like a second service to `nameko run`
+from shared import health
 from shared.config import ConfigCheck, check_database
 from shared.db import Database
 from shared.events import check_event_retries, event_handler
 from shared.exceptions import EXPECTED
-from shared.health import health_report, json_response
 from shared.logs import LoggingContext
 from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
@@ -19,7 +18,7 @@ from users import logic, sessions
 from users.models import Base, OutboxEvent
 
 
-class UsersService:
+class UsersService(health.OperationalEndpoints):
     name = "users"
 
     config = ConfigCheck(check_database, check_event_retries)
@@ -66,26 +65,7 @@ class UsersService:
         """Spend a refresh token for a new one; returns the user as it is now."""
         return sessions.rotate_refresh_token(self.db.session, old_jti, new_jti, new_expires_at)
 
-    @rpc
-    def health(self):
-        return health_report(self.name, self.db.session)
-
     @event_handler("orders", "order_created")
     def handle_order_created(self, payload):
         """The order's user counts one more order (once per event, whatever the redelivery)."""
         return logic.record_order_created(self.db.session, payload)  # False: a duplicate
-
-    @http("GET", "/health")
-    def http_health(self, request):
-        """Liveness: the process serves (a database outage is not a reason to restart it)."""
-        return json_response({"service": self.name, "status": "ok"})
-
-    @http("GET", "/metrics")
-    def http_metrics(self, request):
-        return self.metrics.response()
-
-    @http("GET", "/ready")
-    def http_ready(self, request):
-        """Readiness: the database answers."""
-        report = health_report(self.name, self.db.session)
-        return json_response(report, 200 if report["status"] == "ok" else 503)
