@@ -35,6 +35,7 @@ from shared.exceptions import (
     ServiceError,
 )
 from shared.logs import LoggingContext
+from shared.metrics import Metrics
 from shared.rpc import TimedRpcProxy
 from shared.schemas import (
     CredentialsSchema,
@@ -60,7 +61,8 @@ class GatewayService:
 
     config = ConfigCheck(check_gateway)
     log_context = LoggingContext()
-    metrics = HttpMetrics()
+    metrics = Metrics()
+    http_metrics = HttpMetrics()
     tokens = Tokens()
     revoked = Revocations()
     logins = LoginGuard()

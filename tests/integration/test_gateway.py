@@ -541,6 +541,8 @@ def test_metrics_count_requests_by_route_template_and_status(api):
     assert 'gateway_http_requests_total{method="GET",route="/v1/users/<int:user_id>"' in text
     assert 'route="<unmatched>",status="404"' in text
     assert "gateway_http_request_duration_seconds_bucket" in text
+    # and the per-entrypoint metrics every service has, in the same scrape
+    assert 'entrypoint_calls_total{entrypoint="get_user",outcome="success"' in text
 
 
 def test_the_openapi_document_lists_every_route(api):
