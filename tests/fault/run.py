@@ -1,0 +1,64 @@
+"""``make fault``: the whole fault suite against the real system on PostgreSQL.
+
+    python -m tests.fault.run [--clients 4] [--calm 5] [--log-dir DIR]
+
+A bounded mixed load (register, log in, create orders with an Idempotency-Key,
+cancel, read; retries on 5xx, timeouts and connection errors with the same key)
+runs while, one after another: orders, users and the gateway are killed with
+SIGKILL and restarted; RabbitMQ is restarted (stop_app/start_app); PostgreSQL
+is restarted; a second orders instance joins the queue and the first is killed
+mid-load. Then it waits for the system to settle and prints the report; the exit
+status is 1 if any promise was broken. Takes about three minutes.
+
+It restarts this machine's RabbitMQ and PostgreSQL: run it alone, not beside
+other test processes.
+"""
+
+import argparse
+import signal
+import sys
+import tempfile
+import time
+
+from tests.fault.harness import FaultRun, format_report
+
+
+def scenario(run, calm):
+    system = run.system
+    run.calm(calm)
+    run.step(run.kill_and_restart, system.orders[0], "kill -9 orders, restart")
+    run.calm(calm)
+    run.step(run.kill_and_restart, system.users, "kill -9 users, restart")
+    run.calm(calm)
+    run.step(run.kill_and_restart, system.gateway, "kill -9 gateway, restart")
+    run.calm(calm)
+    run.step(run.restart_broker)
+    run.calm(calm)
+    run.step(run.restart_postgres)
+    run.calm(calm)
+    run.step(run.kill_one_of_two_orders)
+    run.calm(calm)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--calm", type=float, default=5.0, help="seconds of load between faults")
+    parser.add_argument("--log-dir", help="keep the services' logs here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the finally blocks start the broker again
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    log_dir = args.log_dir or tempfile.mkdtemp(prefix="fault-")
+    started = time.monotonic()
+    print(f"fault run: {args.clients} clients, logs in {log_dir}", flush=True)
+    with FaultRun(log_dir, clients=args.clients) as run:
+        scenario(run, args.calm)
+        run.finish_load()
+        report = run.verify()
+    print(format_report(report), flush=True)
+    print(f"total {time.monotonic() - started:.0f} s", flush=True)
+    return 1 if report["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
