@@ -41,5 +41,6 @@ class OrderPageSchema(Schema):
 
 
 class StatusSchema(Schema):
+    service = fields.String(required=True, metadata={"example": "gateway"})
     status = fields.String(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.String())
