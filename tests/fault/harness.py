@@ -659,6 +659,9 @@ class FaultRun:
             problems.append(f"clients still waiting at the end (a hang): {self.hung_clients}")
         if stats.gave_up:
             problems.append(f"requests that never got an answer: {stats.gave_up[:10]}")
+        if stats.statuses.get(500):
+            # the client retried them, but a dependency outage is a 503 by contract
+            problems.append(f"{stats.statuses[500]} answers were 500, not 503: see the logs")
         if stats.unexpected:
             problems.append(f"answers a correct client should not get: {stats.unexpected[:10]}")
         client_errors = [c.error for c in self.load.clients if c.error]
