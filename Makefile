@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: help install run migrate shell test unit integration lint format clean bench deadletters replay
+.PHONY: help install run migrate shell test unit integration lint format clean bench deadletters replay fault
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,9 @@ deadletters: $(STAMP) ## list the dead letters of users and orders
 
 replay: $(STAMP) ## replay dead letters: make replay SERVICE=orders [EVENT_ID=...]
 	$(BIN)/python -m shared.deadletters config/$(SERVICE).yaml replay $(if $(EVENT_ID),--event-id $(EVENT_ID))
+
+fault: $(STAMP) ## kill, restart and overload the real system on PostgreSQL and RabbitMQ; run alone (~2 min)
+	$(BIN)/python -m tests.fault.run
 
 bench: $(STAMP) ## benchmark against stock-nameko baselines (needs wrk, RabbitMQ, PostgreSQL; ~3 min)
 	$(BIN)/python -m bench.run

@@ -8,6 +8,7 @@ from nameko_sqlalchemy.database import DB_URIS_KEY, Session
 from nameko_sqlalchemy.database import DatabaseWrapper as _DatabaseWrapper
 from sqlalchemy import DateTime, TypeDecorator, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from shared.config import db_uri_key
@@ -41,7 +42,13 @@ def engine_for(uri, **options):
 
 
 def _disconnect_is_unavailable(context):
-    if context.is_disconnect:
+    """A lost or refused connection is :class:`Unavailable` (503, worth a retry), not a 500.
+
+    Besides what SQLAlchemy calls a disconnect, any DBAPI ``OperationalError``:
+    "the database system is shutting down" while connecting, a server that
+    refuses connections, a deadlock or a lock wait that gave up.
+    """
+    if context.is_disconnect or isinstance(context.sqlalchemy_exception, OperationalError):
         raise Unavailable(
             "the database cannot be reached", {"database": ["unreachable"]}
         ) from context.original_exception

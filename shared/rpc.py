@@ -27,6 +27,7 @@ unchanged. The timeout runs in the calling worker's own greenthread, so nothing
 is left running after it fires; the reply slot it leaves is removed.
 """
 
+import logging
 import socket
 import warnings
 
@@ -49,6 +50,7 @@ from nameko.rpc import RpcConsumer as _RpcConsumer
 from shared.exceptions import Unavailable
 
 DEFAULT_TIMEOUT = 5
+log = logging.getLogger(__name__)
 
 # nameko always asks for mandatory delivery, and warns when it cannot be checked
 # without confirms: that is our choice for services that have answered (above)
@@ -188,8 +190,16 @@ class RpcConsumer(_RpcConsumer):
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
-        result, exc_info = responder.send_response(result, exc_info)
-        self.queue_consumer.ack_message(message)
+        try:
+            result, exc_info = responder.send_response(result, exc_info)
+            self.queue_consumer.ack_message(message)
+        except CONNECTION_ERRORS as error:
+            # the broker went away mid-call: the reply cannot go out, and the
+            # request (unacked on the lost connection) is redelivered or has
+            # expired; the caller times out and retries. Raising here would
+            # kill the whole container (nameko kills it for any exception in
+            # a worker's result handling), and with it the process.
+            log.warning("rpc reply not sent, the broker connection is lost: %s", error)
         return result, exc_info
 
 

@@ -9,7 +9,7 @@ import functools
 import math
 import re
 import unicodedata
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from marshmallow import (
     EXCLUDE,
@@ -115,7 +115,10 @@ class CredentialsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    email = fields.String(required=True, validate=validate.Length(min=1, max=EMAIL_MAX))
+    email = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=EMAIL_MAX), _no_control_characters],
+    )
     password = fields.String(required=True, validate=validate.Length(min=1, max=PASSWORD_MAX))
 
     @post_load
@@ -173,6 +176,9 @@ def _printable(value):
         raise ValidationError("Must be printable characters, not only spaces.")
 
 
+_AMOUNT_CONTEXT = Context(prec=40)
+
+
 class Money(fields.Field):
     """An exact amount with at most two decimal places, dumped as ``"19.99"``.
 
@@ -200,7 +206,9 @@ class Money(fields.Field):
             raise self.make_error("invalid")
         if match.group(2) and len(match.group(2)) > 2:
             raise self.make_error("places")
-        return Decimal(text).quantize(Decimal("0.01"))
+        # the default context keeps 28 digits: a 30-digit amount would raise
+        # InvalidOperation here; with room for all 32 it reaches the range check
+        return Decimal(text).quantize(Decimal("0.01"), context=_AMOUNT_CONTEXT)
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:

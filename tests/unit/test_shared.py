@@ -202,3 +202,25 @@ def test_concurrent_hashes_are_limited_to_one_per_cpu(fast_hasher):
     import os
 
     assert fast_hasher._slots.balance == (os.cpu_count() or 1)
+
+
+def test_a_database_that_refuses_connections_is_unavailable_not_a_crash():
+    from sqlalchemy import text
+
+    from shared.exceptions import Unavailable
+
+    engine = engine_for("postgresql://postgres@127.0.0.1:1/nowhere")
+    with pytest.raises(Unavailable) as error:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    assert error.value.details == {"database": ["unreachable"]}
+    engine.dispose()
+
+
+def test_a_huge_amount_is_out_of_range_not_a_crash():
+    from shared.schemas import OrderCreateSchema, load
+
+    item = {"sku": "A", "quantity": 1, "unit_price": "9" * 30}
+    with pytest.raises(InvalidInput) as error:
+        load(OrderCreateSchema, {"items": [item]})
+    assert "unit_price" in error.value.details["items"][0]
