@@ -197,6 +197,8 @@ class System:
             process.start(wait=False)
         for process in self.processes:
             process.wait_healthy(timeout=60)
+        # /health answers before a service consumes its RPC queue; /ready means it does
+        assert self.seconds_until_ready(time.monotonic(), timeout=30) is not None, "never ready"
 
     def stop(self):
         for process in self.processes:

@@ -156,3 +156,23 @@ def gateway_stack(module_rabbit_config, module_db_uris):
 def module_rpc(module_rabbit_config):
     with ClusterRpcProxy(module_rabbit_config, timeout=RPC_TIMEOUT) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def users(users_config, container_factory):
+    """The users service in a real container."""
+    from users.service import UsersService
+
+    container = container_factory(UsersService, users_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def orders(orders_config, container_factory):
+    """The orders service in a real container."""
+    from orders.service import OrdersService
+
+    container = container_factory(OrdersService, orders_config)
+    container.start()
+    return container

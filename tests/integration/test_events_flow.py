@@ -8,28 +8,12 @@ from nameko.testing.services import entrypoint_waiter
 from sqlalchemy import func, select
 
 from orders.models import OutboxEvent
-from orders.service import OrdersService
 from shared.db import find_dependency
 from tests.helpers import wait_until
-from users.service import UsersService
 
 ITEMS = [{"sku": "BOOK-1", "quantity": 1, "unit_price": "5.00"}]
 PASSWORD = "correct horse battery"
 CLOSED_PORT_URI = "amqp://guest:guest@127.0.0.1:1/"
-
-
-@pytest.fixture
-def users(container_factory, users_config):
-    container = container_factory(UsersService, users_config)
-    container.start()
-    return container
-
-
-@pytest.fixture
-def orders(container_factory, orders_config):
-    container = container_factory(OrdersService, orders_config)
-    container.start()
-    return container
 
 
 @pytest.fixture

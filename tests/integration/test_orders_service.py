@@ -9,7 +9,6 @@ from nameko.testing.services import entrypoint_waiter
 
 from orders.service import OrdersService
 from shared.exceptions import Conflict, InvalidInput, NotFound, Unavailable
-from users.service import UsersService
 
 ITEMS = [{"sku": "BOOK-1", "quantity": 2, "unit_price": "19.99"}]
 PASSWORD = "correct horse battery"
@@ -28,13 +27,6 @@ class OrderEvents:
     @event_handler("orders", "order_status_changed")
     def order_status_changed(self, payload):
         self.received.append(("order_status_changed", payload))
-
-
-@pytest.fixture
-def users(container_factory, users_config):
-    container = container_factory(UsersService, users_config)
-    container.start()
-    return container
 
 
 @pytest.fixture

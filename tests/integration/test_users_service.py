@@ -7,7 +7,6 @@ from nameko.testing.services import entrypoint_waiter
 
 from shared.exceptions import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from tests.helpers import wait_until
-from users.service import UsersService
 
 PASSWORD = "correct horse battery"
 
@@ -29,13 +28,6 @@ class EventListener:
     @event_handler("users", "user_deleted")
     def user_deleted(self, payload):
         self.received.append(("user_deleted", payload))
-
-
-@pytest.fixture
-def users(users_config, container_factory):
-    container = container_factory(UsersService, users_config)
-    container.start()
-    return container
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import uuid
 import pytest
 import requests
 
+from tests.helpers import wait_until
 from tests.system.processes import ServiceProcess, migrate, system_env
 
 PASSWORD = "correct horse battery"
@@ -28,6 +29,10 @@ class System:
             service.start(wait=False)
         for service in self.services.values():
             service.wait_healthy()
+        # /health answers before a service consumes its RPC queue: the gateway's
+        # /ready (users and orders answer health over RPC) says the system is up
+        ready = wait_until(lambda: _answers(f"{self.api}/ready"), timeout=30)
+        assert ready, "the gateway never became ready"
 
     def stop(self):
         for service in self.services.values():
@@ -45,6 +50,13 @@ class System:
             f"{self.api}/v1/auth/token", json={"email": email, "password": PASSWORD}, timeout=10
         ).json()
         return response.json(), {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def _answers(url):
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 @pytest.fixture
