@@ -35,8 +35,8 @@ def engine_for(uri, **options):
             os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
         engine = create_engine(url, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    engine = create_engine(url, **options)
+    else:
+        engine = create_engine(url, **options)
     event.listen(engine, "handle_error", _disconnect_is_unavailable)
     return engine
 
@@ -46,7 +46,8 @@ def _disconnect_is_unavailable(context):
 
     Besides what SQLAlchemy calls a disconnect, any DBAPI ``OperationalError``:
     "the database system is shutting down" while connecting, a server that
-    refuses connections, a deadlock or a lock wait that gave up.
+    refuses connections, a deadlock, a lock wait that gave up (SQLite's
+    "database is locked" too).
     """
     if context.is_disconnect or isinstance(context.sqlalchemy_exception, OperationalError):
         raise Unavailable(

@@ -156,7 +156,6 @@ class TimedRpcProxy(RpcProxy):
             "delivery_mode": NON_PERSISTENT,
             **self.options,
         }
-
         self.answered = False
 
     def get_dependency(self, worker_ctx):
