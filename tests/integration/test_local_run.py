@@ -4,13 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 from nameko.testing.utils import find_free_port
 
 from scripts.run import available_services
+from tests.helpers import wait_for_ok
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -37,16 +37,7 @@ def local_env(rabbit_config, tmp_path):
 
 
 def wait_healthy(port, process, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the runner exited before the services were up"
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"nothing healthy on port {port} after {timeout} s")
+    wait_for_ok(f"http://127.0.0.1:{port}/health", process, timeout)
 
 
 def nameko_shell(env, script):

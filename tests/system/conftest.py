@@ -5,7 +5,7 @@ import uuid
 import pytest
 import requests
 
-from tests.helpers import wait_until
+from tests.helpers import answers_ok, wait_until
 from tests.system.processes import ServiceProcess, migrate, system_env
 
 PASSWORD = "correct horse battery"
@@ -31,7 +31,7 @@ class System:
             service.wait_healthy()
         # /health answers before a service consumes its RPC queue: the gateway's
         # /ready (users and orders answer health over RPC) says the system is up
-        ready = wait_until(lambda: _answers(f"{self.api}/ready"), timeout=30)
+        ready = wait_until(lambda: answers_ok(f"{self.api}/ready", timeout=2), timeout=30)
         assert ready, "the gateway never became ready"
 
     def stop(self):
@@ -50,13 +50,6 @@ class System:
             f"{self.api}/v1/auth/token", json={"email": email, "password": PASSWORD}, timeout=10
         ).json()
         return response.json(), {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
-def _answers(url):
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import requests
 from nameko.testing.utils import find_free_port
+
+from tests.helpers import wait_for_ok
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMEKO = os.path.join(os.path.dirname(sys.executable), "nameko")
@@ -47,17 +47,7 @@ class ServiceProcess:
         return self
 
     def wait_healthy(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited:\n{self.log()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name} not healthy after {timeout} s:\n{self.log()[-3000:]}")
+        wait_for_ok(f"{self.url}/health", self.process, timeout, lambda: self.log()[-3000:])
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.process is None or self.process.poll() is not None:

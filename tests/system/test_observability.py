@@ -12,7 +12,7 @@ import requests
 import yaml
 from nameko.testing.utils import find_free_port
 
-from tests.helpers import wait_until
+from tests.helpers import answers_ok, wait_until
 
 MONITORING = os.path.join(os.path.dirname(__file__), "..", "..", "monitoring")
 RABBITMQ_PROMETHEUS = "127.0.0.1:15692"
@@ -93,18 +93,11 @@ def prometheus(system, tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        assert wait_until(lambda: _ready(url), 30), "Prometheus did not start"
+        assert wait_until(lambda: answers_ok(f"{url}/-/ready"), 30), "Prometheus did not start"
         yield url
     finally:
         process.terminate()
         process.wait(timeout=20)
-
-
-def _ready(url):
-    try:
-        return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def query(url, expr):
