@@ -22,6 +22,7 @@ import collections
 import contextlib
 import os
 import random
+import shlex
 import signal
 import subprocess
 import threading
@@ -99,11 +100,16 @@ class Vhost:
 
 
 class Broker:
-    """This machine's RabbitMQ: the least disruptive real restart is stop_app/start_app."""
+    """The test RabbitMQ: the least disruptive real restart is stop_app/start_app.
+
+    ``RABBITMQCTL`` says how to reach its rabbitmqctl when it is not on this
+    machine, e.g. ``docker exec <container> rabbitmqctl`` for a CI service container.
+    """
 
     @staticmethod
     def ctl(*args, timeout=120):
-        subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=timeout)
+        command = shlex.split(os.environ.get("RABBITMQCTL", "rabbitmqctl"))
+        subprocess.run([*command, *args], check=True, capture_output=True, timeout=timeout)
 
     @contextlib.contextmanager
     def down(self):
