@@ -18,7 +18,7 @@ straight back, for ever). This handler does neither. For the handler's queue
 - ``Q.dead-letter``: durable, no consumer. After ``EVENT_MAX_RETRIES`` retries
   the message is published here instead, with ``x-last-error`` and
   ``x-dead-lettered-at``, logged at ERROR with its ``event_id`` and counted in
-  :attr:`EventHandler.dead_lettered`. :mod:`shared.deadletters` lists and
+  ``events_dead_lettered_total``. :mod:`shared.deadletters` lists and
   replays them.
 
 The original delivery is acked only after the broker confirmed the republish;
@@ -214,7 +214,6 @@ class EventHandler(_NamekoEventHandler):
             raise ConfigError("; ".join(problems))
         self.max_retries = config.get("EVENT_MAX_RETRIES", 3)
         self.retry_delay = float(config.get("EVENT_RETRY_DELAY", 1))
-        self.dead_lettered = 0
         name = self.queue.name
         self.retry_queue = Queue(
             retry_queue_name(name),
@@ -310,7 +309,6 @@ class EventHandler(_NamekoEventHandler):
             }
         )
         self._republish(message, self.dead_letter_queue.name, headers)
-        self.dead_lettered += 1
         if self.dead_lettered_counter is not None:
             self.dead_lettered_counter.labels(queue=self.queue.name).inc()
         log.error(

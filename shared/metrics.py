@@ -9,7 +9,7 @@ Every rpc, event, http and timer entrypoint is counted by outcome (``success``,
 are bounded: the service and method names, never arguments or ids.
 Other providers add their own metrics by defining ``register_metrics(registry)``
 (the outbox adds its backlog), and services declare business metrics with
-:func:`counter` / :func:`gauge` specs.
+:func:`counter` specs.
 """
 
 import time
@@ -24,7 +24,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -41,10 +40,6 @@ ENTRYPOINT_TYPES = (
 
 def counter(name, documentation, labels=()):
     return (Counter, name, documentation, tuple(labels))
-
-
-def gauge(name, documentation, labels=()):
-    return (Gauge, name, documentation, tuple(labels))
 
 
 def entrypoint_type(entrypoint):
