@@ -9,7 +9,9 @@ resident memory afterwards; writes the same as JSON under var/bench/.
 Bounded (about three minutes) and on 127.0.0.1 only.
 
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_CONNECTIONS ("8,32"),
-BENCH_POSTGRES_URL, BENCH_RABBIT (amqp host:port), BENCH_RABBIT_API.
+BENCH_POSTGRES_URL, BENCH_RABBIT (amqp host:port), BENCH_RABBIT_API, and
+BENCH_ONLY: measure only targets whose name contains one of these comma-separated
+words (the echo baseline is always measured, for the ratios).
 """
 
 import json
@@ -35,6 +37,7 @@ BIN = os.path.dirname(sys.executable)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 SECONDS = int(os.environ.get("BENCH_SECONDS", 4))
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "8,32").split(",")]
+ONLY = [word for word in os.environ.get("BENCH_ONLY", "").split(",") if word]
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBIT = os.environ.get("BENCH_RABBIT", "127.0.0.1:5672")
 RABBIT_API = os.environ.get("BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672")
@@ -110,10 +113,45 @@ class Stack:
         requests.delete(f"{RABBIT_API}/api/vhosts/{self.vhost}", timeout=10)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def process_groups(self):
+        """Who may spend CPU on a request: our processes, RabbitMQ and PostgreSQL."""
+        groups = {name: [process.pid] for name, process in self.processes.items()}
+        groups["rabbitmq"] = pids_named("beam.smp")
+        groups["postgres"] = pids_named("postgres")
+        return groups
+
     def rss_mb(self, name):
         with open(f"/proc/{self.processes[name].pid}/status") as status:
             kib = int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
         return round(kib / 1024, 1)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(command):
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/comm") as comm:
+                if comm.read().strip() == command:
+                    pids.append(int(entry))
+        except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
+            continue
+    return pids
+
+
+def cpu_seconds(pids):
+    """User + system CPU the processes have used so far (exited ones count nothing)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / CLOCK_TICKS
 
 
 def wait_healthy(port, path="/health", timeout=60):
@@ -204,10 +242,12 @@ def parse_wrk(output):
         for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M)
     )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    requests_done = int(re.search(r"(\d+) requests in", output).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     errors = re.search(r"Socket errors:.*", output)
     return {
         "rps": rps,
+        "requests": requests_done,
         "p50_ms": round(latency["50"] * 1000, 2),
         "p99_ms": round(latency["99"] * 1000, 2),
         "non_2xx": int(bad.group(1)) if bad else 0,
@@ -215,7 +255,9 @@ def parse_wrk(output):
     }
 
 
-def wrk(url, connections, script, token):
+def wrk(url, connections, script, token, groups):
+    """One wrk run; also the CPU milliseconds each process group spent per request."""
+    before = {name: cpu_seconds(pids) for name, pids in groups.items()}
     result = subprocess.run(
         [
             "wrk",
@@ -235,17 +277,29 @@ def wrk(url, connections, script, token):
         check=True,
         timeout=SECONDS + 30,
     )
-    return parse_wrk(result.stdout)
+    run = parse_wrk(result.stdout)
+    spent = {name: cpu_seconds(pids) - before[name] for name, pids in groups.items()}
+    run["cpu_ms_per_request"] = {
+        name: round(seconds * 1000 / max(run["requests"], 1), 2)
+        for name, seconds in spent.items()
+        if seconds > 0
+    }
+    return run
 
 
 def targets(order_id):
     gateway = f"http://127.0.0.1:{PORTS['gateway']}"
-    return [
+    every = [
         ("baseline: hello", f"http://127.0.0.1:{PORTS['hello']}/hello", "get.lua"),
         ("baseline: http->rpc echo", f"http://127.0.0.1:{PORTS['echo']}/echo", "get.lua"),
         ("GET /v1/orders/{id}", f"{gateway}/v1/orders/{order_id}", "get.lua"),
         ("GET /v1/users/me", f"{gateway}/v1/users/me", "get.lua"),
         ("POST /v1/orders", f"{gateway}/v1/orders", "post_order.lua"),
+    ]
+    return [
+        target
+        for target in every
+        if not ONLY or "echo" in target[0] or any(word in target[0] for word in ONLY)
     ]
 
 
@@ -258,6 +312,12 @@ def summarise(runs):
         "p50_ms": round(statistics.median(run["p50_ms"] for run in runs), 2),
         "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 2),
         "non_2xx": sum(run["non_2xx"] for run in runs),
+        "cpu_ms_per_request": {
+            name: round(
+                statistics.median(run["cpu_ms_per_request"].get(name, 0) for run in runs), 2
+            )
+            for name in runs[0]["cpu_ms_per_request"]
+        },
     }
 
 
@@ -277,6 +337,13 @@ def print_table(results, rss):
             f"{row['p99_ms']:>8.1f} {ratio:>7.2f} {row['non_2xx']:>8}"
         )
     print()
+    print(f"CPU ms per request at c{CONNECTIONS[0]} (median of rounds; wrk itself not counted):")
+    for (name, connections), row in results.items():
+        if connections == CONNECTIONS[0]:
+            spent = row["cpu_ms_per_request"]
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in spent.items() if v >= 0.05)
+            print(f"  {name:28} total {sum(spent.values()):5.2f}: {parts}")
+    print()
     print(
         "resident memory after the run (MB): "
         + ", ".join(f"{name} {mb}" for name, mb in rss.items())
@@ -292,10 +359,11 @@ def main():
         start_everything(stack)
         token, order_id = seed()
         runs = {}
+        groups = stack.process_groups()
         for round_number in range(ROUNDS):
             for name, url, script in targets(order_id):
                 for connections in CONNECTIONS:
-                    run = wrk(url, connections, script, token)
+                    run = wrk(url, connections, script, token, groups)
                     runs.setdefault((name, connections), []).append(run)
                     print(
                         f"round {round_number + 1}/{ROUNDS} {name} c{connections}: "

@@ -11,7 +11,8 @@ from datetime import timedelta
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from orders.models import Order, OrderItem, ProcessedEvent, cents_to_decimal
+from orders.models import Customer, Order, OrderItem, ProcessedEvent, cents_to_decimal
+from shared.db import upsert_insert
 from shared.events import event_id_of, handle_once
 from shared.exceptions import Conflict, InvalidInput, NotFound
 from shared.outbox import utcnow
@@ -29,6 +30,7 @@ from shared.schemas import (
 
 log = logging.getLogger(__name__)
 order_schema = OrderSchema()
+_orders, _items, _customers = Order.__table__.c, OrderItem.__table__.c, Customer.__table__.c
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # where each status may go; everything else is a Conflict
@@ -74,6 +76,63 @@ def _fresh(order):
     return order.created_at > utcnow() - IDEMPOTENCY_WINDOW
 
 
+def _unknown_user():
+    return InvalidInput("invalid order", {"user_id": ["Unknown user."]})
+
+
+def _customer(session, user_id):
+    """The user's row in ``customers`` (or ``None``), share-locked for the transaction.
+
+    The lock (``FOR SHARE`` on PostgreSQL) makes a concurrent ``user_deleted``
+    handler wait for our commit; its look-up of open orders then sees the order
+    we wrote, and cancels it.
+    """
+    return session.execute(
+        select(_customers.deleted_at)
+        .where(_customers.user_id == user_id)
+        .with_for_update(read=True)
+    ).first()
+
+
+def _require_customer(session, user_exists, user_id):
+    """Make sure, inside the open transaction, that ``user_id`` may order.
+
+    The local read model answers without a network call. A user it has not
+    heard of (their ``user_created`` is still on its way, or they predate the
+    read model) is asked of the users service once, outside any transaction,
+    and recorded; a tombstone written meanwhile wins over that record.
+    """
+    row = _customer(session, user_id)
+    if row is None:
+        session.rollback()  # no network call while a transaction holds locks
+        if not user_exists(user_id):
+            raise _unknown_user()
+        remember_customer(session, user_id)
+        row = _customer(session, user_id)
+    if row.deleted_at is not None:
+        session.rollback()
+        raise _unknown_user()
+
+
+def remember_customer(session, user_id):
+    """Record that ``user_id`` exists, unless orders knows it already (or knows it deleted)."""
+    session.execute(
+        upsert_insert(session, Customer.__table__)
+        .values(user_id=user_id)
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+
+
+def forget_customer(session, user_id):
+    """Mark ``user_id`` deleted: a tombstone, so no later record can revive them."""
+    now = utcnow()
+    session.execute(
+        upsert_insert(session, Customer.__table__)
+        .values(user_id=user_id, deleted_at=now)
+        .on_conflict_do_update(index_elements=["user_id"], set_={"deleted_at": now})
+    )
+
+
 def create_order(session, outbox, user_exists, user_id, items, idempotency_key=None):
     """Create an order for ``user_id``; ``{"order": order, "created": bool}``.
 
@@ -85,9 +144,10 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
     others return the winner. After 24 hours the key is released and a new
     order is made.
 
-    ``user_exists(user_id)`` asks the users service (it may raise
-    ``Unavailable``); it runs before the write transaction opens, so no
-    network call ever holds database locks. An unknown user is ``InvalidInput``.
+    Whether the user exists comes from the ``customers`` read model; only for a
+    user it does not know yet is ``user_exists(user_id)`` called (it asks the
+    users service and may raise ``Unavailable``), never while the transaction
+    is open. An unknown or deleted user is ``InvalidInput``.
     """
     user_id = require_id(user_id, "user_id")
     fields = load(OrderCreateSchema, {"items": items}, "invalid order")
@@ -98,13 +158,11 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
     earlier = None
     if key is not None:
         earlier = _key_holder(session, user_id, key)
-        # end the read transaction before the network call below
-        session.rollback()
         if earlier is not None and _fresh(earlier):
+            session.rollback()
             return {"order": get_order(session, earlier.id), "created": False}
 
-    if not user_exists(user_id):
-        raise InvalidInput("invalid order", {"user_id": ["Unknown user."]})
+    _require_customer(session, user_exists, user_id)
 
     try:
         if earlier is not None:
@@ -195,7 +253,6 @@ def _insert_order(session, user_id, items, key):
     )
 
 
-_orders, _items = Order.__table__.c, OrderItem.__table__.c
 # built once: a Core statement skips the ORM's per-call compile work
 ORDER_WITH_ITEMS = (
     select(
@@ -324,6 +381,9 @@ def cancel_orders_of_deleted_user(session, outbox, payload):
     cancelled = []
 
     def cancel_open_orders(session):
+        # first, so that an order being created for this user either commits
+        # before us (and is cancelled below) or sees the tombstone
+        forget_customer(session, user_id)
         open_orders = session.scalars(
             select(Order)
             .where(Order.user_id == user_id, Order.status.in_(OPEN_STATUSES))
@@ -337,3 +397,19 @@ def cancel_orders_of_deleted_user(session, outbox, payload):
     if not handle_once(session, ProcessedEvent, payload, "user_deleted", cancel_open_orders):
         return None
     return len(cancelled)
+
+
+def record_user_created(session, payload):
+    """Handle ``user_created``: orders learns that the user may order, once per event.
+
+    Returns whether the event was applied (``False`` for a duplicate).
+    """
+    event_id_of(payload)
+    user_id = require_id(payload.get("user_id"), "user_id")
+    return handle_once(
+        session,
+        ProcessedEvent,
+        payload,
+        "user_created",
+        lambda session: remember_customer(session, user_id),
+    )

@@ -64,6 +64,21 @@ class OrderItem(Base):
         return cents_to_decimal(self.unit_price_cents)
 
 
+class Customer(Base):
+    """A user as orders knows them: who may order, fed by the users service's events.
+
+    ``user_created`` adds a row, ``user_deleted`` turns it into a tombstone
+    (``deleted_at`` set), which stays so that nothing can bring the user back.
+    A user orders has not heard of yet is asked of the users service once, and
+    then recorded here (see ``orders.logic.create_order``).
+    """
+
+    __tablename__ = "customers"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class OutboxEvent(OutboxMixin, Base):
     pass
 

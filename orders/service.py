@@ -65,9 +65,14 @@ class OrdersService(health.OperationalEndpoints):
         self.metrics.order_status_changes.labels(to=order["status"]).inc()
         return order
 
+    @event_handler("users", "user_created")
+    def handle_user_created(self, payload):
+        """The new user may order: recorded in orders' read model (once per event)."""
+        return logic.record_user_created(self.db.session, payload)  # False: a duplicate
+
     @event_handler("users", "user_deleted")
     def handle_user_deleted(self, payload):
-        """The user's pending and paid orders are cancelled (once per event)."""
+        """The user may no longer order; their open orders are cancelled (once per event)."""
         cancelled = logic.cancel_orders_of_deleted_user(self.db.session, self.outbox, payload)
         if cancelled:
             self.metrics.order_status_changes.labels(to="cancelled").inc(cancelled)

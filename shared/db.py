@@ -7,6 +7,7 @@ from nameko_sqlalchemy import Database as _Database
 from nameko_sqlalchemy.database import DB_URIS_KEY, Session
 from nameko_sqlalchemy.database import DatabaseWrapper as _DatabaseWrapper
 from sqlalchemy import DateTime, TypeDecorator, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
@@ -130,6 +131,15 @@ def find_dependency(container, attr_name):
         if dependency.attr_name == attr_name:
             return dependency
     raise LookupError(f"{container.service_name} has no dependency named {attr_name!r}")
+
+
+# the INSERTs that know ON CONFLICT, per backend we run on
+_UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def upsert_insert(session, table):
+    """``insert(table)`` of the session's backend, with ``on_conflict_do_nothing/_update``."""
+    return _UPSERT_INSERTS[session.get_bind().dialect.name](table)
 
 
 class UTCDateTime(TypeDecorator):

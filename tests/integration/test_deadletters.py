@@ -163,8 +163,9 @@ def test_a_retry_reaches_only_the_failing_handler_not_every_subscriber(
 
 
 def test_the_dead_letter_queues_of_a_service_are_named_after_its_handlers():
-    assert deadletters.dead_letter_queues(OrdersService) == [
-        "evt-users-user_deleted--orders.handle_user_deleted.dead-letter"
+    assert sorted(deadletters.dead_letter_queues(OrdersService)) == [
+        "evt-users-user_created--orders.handle_user_created.dead-letter",
+        "evt-users-user_deleted--orders.handle_user_deleted.dead-letter",
     ]
     assert deadletters.dead_letter_queues(Flaky) == [DEAD_LETTERS]
 

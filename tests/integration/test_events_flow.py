@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from orders.models import OutboxEvent
 from shared.db import find_dependency
+from shared.exceptions import InvalidInput
 from tests.helpers import wait_until
 
 ITEMS = [{"sku": "BOOK-1", "quantity": 1, "unit_price": "5.00"}]
@@ -110,3 +111,21 @@ def test_an_event_committed_while_the_broker_is_unreachable_arrives_later(
 def _attempts(outbox):
     with outbox.session_factory() as session:
         return session.scalar(select(func.max(outbox.model.attempts)))
+
+
+def test_orders_learns_of_a_new_user_from_user_created_and_needs_users_no_more(users, orders, rpc):
+    with entrypoint_waiter(orders, "handle_user_created", timeout=5):
+        user_id = rpc.users.create_user(f"{uuid.uuid4().hex[:8]}@example.com", "Ann", PASSWORD)[
+            "id"
+        ]
+    users.stop()
+    # with users gone, only orders' read model can say that the user exists
+    assert rpc.orders.create_order(user_id, ITEMS)["created"] is True
+
+
+def test_a_deleted_user_can_order_no_more(users, orders, user_id, rpc):
+    rpc.orders.create_order(user_id, ITEMS)
+    with entrypoint_waiter(orders, "handle_user_deleted", timeout=5):
+        rpc.users.delete_user(user_id)
+    with pytest.raises(InvalidInput):
+        rpc.orders.create_order(user_id, ITEMS)

@@ -4,6 +4,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import eventlet
 import pytest
 from nameko_sqlalchemy.database import Session
 from sqlalchemy import func, select, update
@@ -526,10 +527,19 @@ def test_user_deleted_delivered_twice_cancels_and_records_once(
     event = user_deleted(ANN)
     assert logic.cancel_orders_of_deleted_user(orders_session, outbox, event) == 1
     written = len(events(orders_session))
-    # an order made after the first delivery proves the second one does nothing
-    order_with_status("pending")
+    # an open order written behind the logic's back (create_order now refuses
+    # the deleted user) proves that the second delivery does nothing
+    orders_session.add(
+        Order(user_id=ANN, status="pending", currency=logic.CURRENCY, total_cents=100)
+    )
+    orders_session.commit()
     assert logic.cancel_orders_of_deleted_user(orders_session, outbox, event) is None
-    assert len(events(orders_session)) == written + 1
+    assert len(events(orders_session)) == written
+    orders_session.rollback()
+    assert orders_session.scalars(select(Order.status).where(Order.user_id == ANN)).all() == [
+        "cancelled",
+        "pending",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -538,6 +548,112 @@ def test_user_deleted_delivered_twice_cancels_and_records_once(
 def test_a_malformed_user_deleted_event_is_refused(orders_session, outbox, payload):
     with pytest.raises(InvalidInput):
         logic.cancel_orders_of_deleted_user(orders_session, outbox, payload)
+
+
+# --- the customers read model ---------------------------------------------------------------------
+
+
+def user_created(user_id, event_id=None):
+    return {**user_deleted(user_id, event_id), "user": {"id": user_id}}
+
+
+def test_a_user_known_from_user_created_orders_without_asking_users(create, orders_session, users):
+    assert logic.record_user_created(orders_session, user_created(ANN)) is True
+    create()
+    assert users.calls == 0
+
+
+def test_a_user_created_event_delivered_twice_is_applied_once(orders_session):
+    event = user_created(ANN)
+    assert logic.record_user_created(orders_session, event) is True
+    assert logic.record_user_created(orders_session, event) is False
+
+
+def test_a_user_not_heard_of_is_asked_once_then_remembered(create, users):
+    create()
+    create()
+    assert users.calls == 1
+
+
+def test_a_user_unknown_to_users_cannot_order_and_is_not_remembered(create, orders_session, users):
+    for _ in range(2):
+        with pytest.raises(InvalidInput) as error:
+            create(user_id=99)
+        assert error.value.details == {"user_id": ["Unknown user."]}
+    assert users.calls == 2
+    assert count(orders_session) == 0
+
+
+def test_a_deleted_user_cannot_order_whatever_the_users_lookup_says(
+    create, orders_session, outbox, users
+):
+    logic.cancel_orders_of_deleted_user(orders_session, outbox, user_deleted(ANN))
+    with pytest.raises(InvalidInput):
+        create()
+    assert users.calls == 0
+    assert count(orders_session) == 0
+
+
+def test_a_late_user_created_does_not_revive_a_deleted_user(create, orders_session, outbox):
+    logic.cancel_orders_of_deleted_user(orders_session, outbox, user_deleted(ANN))
+    logic.record_user_created(orders_session, user_created(ANN))
+    with pytest.raises(InvalidInput):
+        create()
+
+
+def test_a_user_deleted_while_users_was_asked_cannot_order(session_factory, orders_session, outbox):
+    """The deletion lands between the users lookup and the write: the tombstone wins."""
+
+    def exists_but_deleted_meanwhile(user_id):
+        with session_factory() as other:
+            logic.cancel_orders_of_deleted_user(other, OutboxWriter(OutboxEvent), user_deleted(ANN))
+        return True
+
+    with pytest.raises(InvalidInput):
+        logic.create_order(orders_session, outbox, exists_but_deleted_meanwhile, ANN, [ITEM])
+    assert count(orders_session) == 0
+
+
+class DeletionDuringWrite(OutboxWriter):
+    """An outbox whose ``add`` (inside create_order's transaction) lets a user_deleted race in."""
+
+    def __init__(self, session_factory):
+        super().__init__(OutboxEvent)
+        self.session_factory = session_factory
+        self.deletion = None
+        self.waited_for_us = None
+
+    def add(self, session, event_type, data):
+        def delete_user():
+            with self.session_factory() as other:
+                return logic.cancel_orders_of_deleted_user(
+                    other, OutboxWriter(OutboxEvent), user_deleted(data["user_id"])
+                )
+
+        self.deletion = eventlet.spawn(delete_user)
+        eventlet.sleep(0.3)
+        self.waited_for_us = not self.deletion.dead
+        return super().add(session, event_type, data)
+
+
+def test_on_postgresql_an_order_racing_its_users_deletion_is_cancelled(
+    orders_db_uri, session_factory, orders_session
+):
+    if not orders_db_uri.startswith("postgresql"):
+        pytest.skip("SQLite runs one writer at a time: there is no race to lose")
+    logic.record_user_created(orders_session, user_created(ANN))
+    outbox = DeletionDuringWrite(session_factory)
+    order = logic.create_order(orders_session, outbox, KnownUsers().exists, ANN, [ITEM])["order"]
+    assert outbox.waited_for_us  # the share lock held the deletion back until our commit
+    assert outbox.deletion.wait() == 1
+    assert logic.get_order(orders_session, order["id"])["status"] == "cancelled"
+
+
+def test_a_replay_needs_no_users_lookup(create, users):
+    first = create(key="k")
+    calls = users.calls
+    assert create(key="k") == {"order": first["order"], "created": False}
+    assert users.calls == calls
 
 
 def test_order_items_are_rows_of_their_own(create, orders_session):
