@@ -22,6 +22,11 @@ and is durable, so a confirm could tell nothing more. Events never take this
 path: they keep confirms and persistence (:mod:`shared.outbox`). Services use
 this module's :func:`rpc` decorator for their entrypoints.
 
+Both directions publish through :class:`LeanPublisher`: one publisher per
+proxy or consumer instead of nameko's new one per call, and a broker
+connection pool looked up by a key built once rather than by a new kombu
+``Connection`` per message; a reply is serialised once, not twice.
+
 Expected failures of the callee (``NotFound``, ``Conflict`` ...) pass through
 unchanged. The timeout runs in the calling worker's own greenthread, so nothing
 is left running after it fires; the reply slot it leaves is removed.
@@ -29,34 +34,105 @@ is left running after it fires; the reply slot it leaves is removed.
 
 import logging
 import socket
-import warnings
+import sys
+import uuid
 
 import eventlet
+import kombu.serialization
 from amqp.exceptions import ConnectionError as AmqpConnectionError
-from kombu.exceptions import OperationalError
-from nameko.amqp.publish import Publisher
+from kombu import Connection
+from kombu.exceptions import ChannelError, OperationalError
+from kombu.pools import producers
+from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
+    AMQP_URI_CONFIG_KEY,
     DEFAULT_SERIALIZER,
     LOGIN_METHOD_CONFIG_KEY,
     NON_PERSISTENT,
     SERIALIZER_CONFIG_KEY,
 )
-from nameko.exceptions import MethodNotFound, UnknownService, deserialize_to_instance
-from nameko.rpc import Responder, RpcProxy, ServiceProxy, get_rpc_exchange
+from nameko.exceptions import (
+    MethodNotFound,
+    UnknownService,
+    UnserializableValueError,
+    deserialize_to_instance,
+    serialize,
+)
+from nameko.messaging import HeaderEncoder
 from nameko.rpc import Rpc as _Rpc
 from nameko.rpc import RpcConsumer as _RpcConsumer
+from nameko.rpc import RpcProxy, RpcReply, get_rpc_exchange
 
 from shared.exceptions import Unavailable
 
 DEFAULT_TIMEOUT = 5
 log = logging.getLogger(__name__)
 
-# nameko always asks for mandatory delivery, and warns when it cannot be checked
-# without confirms: that is our choice for services that have answered (above)
-warnings.filterwarnings("ignore", message="Mandatory delivery was requested")
-
 CONNECTION_ERRORS = (OperationalError, AmqpConnectionError, ConnectionError, socket.error)
+
+# one kombu Connection per broker and option set, only as the key of its pools
+_pool_keys = {}
+
+
+def _producer_pool(amqp_uri, confirms, ssl, login_method, transport_options):
+    key = (amqp_uri, confirms, repr(ssl), login_method)
+    connection = _pool_keys.get(key)
+    if connection is None:
+        connection = _pool_keys[key] = Connection(
+            amqp_uri,
+            transport_options={**transport_options, "confirm_publish": confirms},
+            ssl=ssl,
+            login_method=login_method,
+        )
+    return producers[connection]
+
+
+class LeanPublisher(Publisher):
+    """nameko's ``Publisher`` without its per-message set-up; safe to share.
+
+    The same options and results (``UndeliverableMessage`` for an unroutable
+    mandatory message under confirms), minus nameko's per-call kombu
+    ``Connection`` and the warning for ``mandatory`` without confirms, which
+    this publisher simply does not ask for: nothing could see the return.
+    """
+
+    def publish(self, payload, **kwargs):
+        publish_kwargs = dict(self.publish_kwargs)
+        headers = {
+            **publish_kwargs.pop("headers", {}),
+            **kwargs.pop("headers", {}),
+            **kwargs.pop("extra_headers", {}),
+        }
+        use_confirms = kwargs.pop("use_confirms", self.use_confirms)
+        mandatory = kwargs.pop("mandatory", self.mandatory) and use_confirms
+        options = {
+            "delivery_mode": kwargs.pop("delivery_mode", self.delivery_mode),
+            "priority": kwargs.pop("priority", self.priority),
+            "expiration": kwargs.pop("expiration", self.expiration),
+            "serializer": kwargs.pop("serializer", self.serializer),
+            "compression": kwargs.pop("compression", self.compression),
+            "retry": kwargs.pop("retry", self.retry),
+            "retry_policy": kwargs.pop("retry_policy", self.retry_policy),
+            "declare": [*self.declare, *kwargs.pop("declare", ())],
+        }
+        pool = _producer_pool(
+            self.amqp_uri, use_confirms, self.ssl, self.login_method, self.transport_options
+        )
+        with pool.acquire(block=True) as producer:
+            try:
+                producer.publish(
+                    payload,
+                    headers=headers,
+                    mandatory=mandatory,
+                    **options,
+                    **publish_kwargs,
+                    **kwargs,
+                )
+            except ChannelError as error:
+                if "NO_ROUTE" in str(error):
+                    raise UndeliverableMessage() from None
+                raise
 
 
 @deserialize_to_instance
@@ -73,11 +149,11 @@ class _Deadline(BaseException):
 class TimedServiceProxy:
     """What a worker gets: ``proxy.method(*args, **kwargs)`` with a deadline."""
 
-    def __init__(self, service_proxy, service_name, timeout, on_answer=None):
-        self._proxy = service_proxy
-        self._service_name = service_name
-        self.timeout = timeout
-        self._on_answer = on_answer
+    def __init__(self, provider, worker_ctx):
+        self._provider = provider
+        self._worker_ctx = worker_ctx
+        self._service_name = provider.target_service
+        self.timeout = provider.timeout
 
     def __getattr__(self, method_name):
         if method_name.startswith("_"):
@@ -93,20 +169,19 @@ class TimedServiceProxy:
         """Call ``method_name`` with its own ``timeout`` (seconds) or the proxy's."""
         timeout = self.timeout if timeout is None else timeout
         target = f"{self._service_name}.{method_name}"
-        method = getattr(self._proxy, method_name)
         reply = None
         deadline = _Deadline()
         try:
             with eventlet.Timeout(timeout, deadline):
-                reply = method.call_async(*args, **kwargs)
+                reply = self._provider.send_request(self._worker_ctx, method_name, args, kwargs)
                 try:
                     result = reply.result()
                 except _Deadline:
                     raise
                 except Exception:
-                    self._answered()  # a remote error is an answer too
+                    self._provider.answered = True  # a remote error is an answer too
                     raise
-                self._answered()
+                self._provider.answered = True
                 return result
         except _Deadline:
             self._forget(reply)
@@ -129,68 +204,86 @@ class TimedServiceProxy:
                 "the message broker cannot be reached", {"service": self._service_name}
             ) from None
 
-    def _answered(self):
-        if self._on_answer is not None:
-            self._on_answer()
-
     def _forget(self, reply):
         # the reply listener keeps an event per pending call until its reply
         # comes, which for a dead callee is never: drop ours
         if reply is None:
             return
-        pending = self._proxy.reply_listener._reply_events
+        pending = self._provider.rpc_reply_listener._reply_events
         for correlation_id, event in list(pending.items()):
             if event is reply.reply_event:
                 pending.pop(correlation_id, None)
 
 
-class TimedRpcProxy(RpcProxy):
-    """``RpcProxy`` whose calls time out after ``RPC_TIMEOUT`` seconds (config)."""
+class TimedRpcProxy(RpcProxy, HeaderEncoder):
+    """``RpcProxy`` whose calls time out after ``RPC_TIMEOUT`` seconds (config).
+
+    Requests go out as nameko's ``MethodProxy`` sends them (same message, same
+    headers, so any nameko service answers), through one shared publisher.
+    """
 
     def setup(self):
-        self.timeout = float(self.container.config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
+        config = self.container.config
+        self.timeout = float(config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
         # a request nobody took within the deadline expires in its queue: the
         # caller has given up, so a callee starting later must not act on it
-        self.options = {
-            "expiration": self.timeout,
-            "delivery_mode": NON_PERSISTENT,
-            **self.options,
-        }
+        options = {"expiration": self.timeout, "delivery_mode": NON_PERSISTENT, **self.options}
         self.answered = False
+        self.exchange = get_rpc_exchange(config)
+        self.publisher = LeanPublisher(
+            config[AMQP_URI_CONFIG_KEY],
+            serializer=options.pop(
+                "serializer", config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER)
+            ),
+            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+            **options,
+        )
 
     def get_dependency(self, worker_ctx):
-        options = self.options if not self.answered else {**self.options, "use_confirms": False}
-        proxy = ServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener, **options)
-        return TimedServiceProxy(proxy, self.target_service, self.timeout, self._answered)
+        return TimedServiceProxy(self, worker_ctx)
 
-    def _answered(self):
-        self.answered = True
-
-
-class _ReplyPublisher(Publisher):
-    use_confirms = False
-    delivery_mode = NON_PERSISTENT
-
-
-class _Responder(Responder):
-    publisher_cls = _ReplyPublisher
+    def send_request(self, worker_ctx, method_name, args, kwargs):
+        """Publish one request; an ``RpcReply`` to wait on (nameko's ``MethodProxy._call``)."""
+        correlation_id = str(uuid.uuid4())
+        reply_event = self.rpc_reply_listener.get_reply_event(correlation_id)
+        try:
+            self.publisher.publish(
+                {"args": args, "kwargs": kwargs},
+                exchange=self.exchange,
+                routing_key=f"{self.target_service}.{method_name}",
+                # until the target has answered once, a confirmed mandatory
+                # publish is how nameko learns that it has no queue at all
+                use_confirms=not self.answered and self.publisher.use_confirms,
+                mandatory=True,
+                reply_to=self.rpc_reply_listener.routing_key,
+                correlation_id=correlation_id,
+                extra_headers=self.get_message_headers(worker_ctx),
+            )
+        except UndeliverableMessage:
+            self.rpc_reply_listener._reply_events.pop(correlation_id, None)
+            raise UnknownService(self.target_service) from None
+        return RpcReply(reply_event)
 
 
 class RpcConsumer(_RpcConsumer):
     """nameko's ``RpcConsumer``, replying with transient, unconfirmed messages."""
 
-    def handle_result(self, message, result, exc_info):
+    def setup(self):
+        super().setup()
         config = self.container.config
-        responder = _Responder(
-            config["AMQP_URI"],
-            get_rpc_exchange(config),
-            config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER),
-            message,
+        self.reply_exchange = get_rpc_exchange(config)
+        self.reply_publisher = LeanPublisher(
+            config[AMQP_URI_CONFIG_KEY],
+            use_confirms=False,
+            delivery_mode=NON_PERSISTENT,
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
+
+    def handle_result(self, message, result, exc_info):
         try:
-            result, exc_info = responder.send_response(result, exc_info)
+            result, exc_info = self.send_reply(message, result, exc_info)
             self.queue_consumer.ack_message(message)
         except CONNECTION_ERRORS as error:
             # the broker went away mid-call: the reply cannot go out, and the
@@ -199,6 +292,31 @@ class RpcConsumer(_RpcConsumer):
             # kill the whole container (nameko kills it for any exception in
             # a worker's result handling), and with it the process.
             log.warning("rpc reply not sent, the broker connection is lost: %s", error)
+        return result, exc_info
+
+    def send_reply(self, message, result, exc_info):
+        """nameko's ``Responder.send_response``, serialising the reply once instead of twice."""
+        error = None if exc_info is None else serialize(exc_info[1])
+        # the reply is encoded the way the request was
+        serializer = kombu.serialization.registry.type_to_name[message.properties["content_type"]]
+        try:
+            body = kombu.serialization.dumps({"result": result, "error": error}, serializer)
+        except Exception:
+            # a result that cannot be serialised becomes an error the caller can read
+            exc_info = sys.exc_info()
+            error = serialize(UnserializableValueError(result))
+            result = None
+            body = kombu.serialization.dumps({"result": None, "error": error}, serializer)
+        content_type, content_encoding, data = body
+        self.reply_publisher.publish(
+            data,
+            serializer=None,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            exchange=self.reply_exchange,
+            routing_key=message.properties["reply_to"],
+            correlation_id=message.properties.get("correlation_id"),
+        )
         return result, exc_info
 
 
