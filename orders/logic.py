@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orders.models import Customer, Order, OrderItem, ProcessedEvent, cents_to_decimal
-from shared.db import upsert_insert
+from shared.db import core_connection, upsert_insert
 from shared.events import event_id_of, handle_once
 from shared.exceptions import Conflict, InvalidInput, NotFound
 from shared.outbox import utcnow
@@ -273,14 +273,15 @@ ORDER_WITH_ITEMS = (
 )
 
 
-def get_order(session, order_id, user_id=None):
+def get_order(db, order_id, user_id=None):
     """The order; ``NotFound`` if there is none or ``user_id`` is given and does not own it.
 
     The hot read: one query (the order joined to its items), no ORM objects.
+    ``db`` is a Session or a Core connection (a worker's ``read_connection``).
     """
     order_id = require_id(order_id, "order_id")
     owner = None if user_id is None else require_id(user_id, "user_id")
-    rows = session.connection().execute(ORDER_WITH_ITEMS, {"order_id": order_id}).all()
+    rows = core_connection(db).execute(ORDER_WITH_ITEMS, {"order_id": order_id}).all()
     if not rows or (owner is not None and rows[0].user_id != owner):
         raise _not_found(order_id)
     first = rows[0]

@@ -47,7 +47,7 @@ class OrdersService(health.OperationalEndpoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def get_order(self, order_id, user_id=None):
-        return logic.get_order(self.db.read_session, order_id, user_id)
+        return logic.get_order(self.db.read_connection, order_id, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_orders(self, user_id=None, status=None, limit=20, cursor=None):

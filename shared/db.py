@@ -10,6 +10,7 @@ from sqlalchemy import DateTime, TypeDecorator, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from shared.config import db_uri_key
@@ -68,7 +69,8 @@ class Database(_Database):
     """``nameko_sqlalchemy.Database`` with :func:`engine_for` making the engine.
 
     Worker code uses ``self.db.session`` (one session per worker, closed at
-    teardown); the logic functions commit it themselves.
+    teardown; the logic functions commit it themselves) or, for a hot read,
+    ``self.db.read_connection``.
     """
 
     def setup(self):
@@ -85,7 +87,6 @@ class Database(_Database):
         self.read_engine = engine_for(
             uri, **{"pool_size": pool_size, **self.engine_options, "isolation_level": "AUTOCOMMIT"}
         )
-        self.ReadSession = sessionmaker(bind=self.read_engine, class_=Session)
 
     def stop(self):
         super().stop()
@@ -96,33 +97,39 @@ class Database(_Database):
         self.read_engine.dispose()
 
     def get_dependency(self, worker_ctx):
-        db = DatabaseWrapper(self.Session, self.ReadSession)
+        db = DatabaseWrapper(self.Session, self.read_engine)
         self.dbs[worker_ctx] = db
         return db
 
 
 class DatabaseWrapper(_DatabaseWrapper):
-    """What a worker gets: ``session`` (a transaction) and ``read_session`` (autocommit).
+    """What a worker gets: ``session`` (a transaction) and ``read_connection`` (autocommit).
 
-    Use ``read_session`` for a read that is one statement, or needs no
-    consistency between its statements; everything that writes uses ``session``.
+    ``read_connection`` is a Core connection, for a hot read of one prebuilt
+    statement (or several that need no consistency between them): without a
+    Session it costs about a third less CPU. Everything that writes uses ``session``.
     """
 
-    def __init__(self, Session, ReadSession):
+    def __init__(self, Session, read_engine):
         super().__init__(Session)
-        self.ReadSession = ReadSession
-        self._read_session = None
+        self.read_engine = read_engine
+        self._read_connection = None
 
     @property
-    def read_session(self):
-        if self._read_session is None:
-            self._read_session = self.ReadSession()
-        return self._read_session
+    def read_connection(self):
+        if self._read_connection is None:
+            self._read_connection = self.read_engine.connect()
+        return self._read_connection
 
     def close(self):
         super().close()
-        if self._read_session is not None:
-            self._read_session.close()
+        if self._read_connection is not None:
+            self._read_connection.close()
+
+
+def core_connection(db):
+    """Where a prebuilt Core statement runs: a Session's connection, or the connection given."""
+    return db.connection() if isinstance(db, OrmSession) else db
 
 
 def find_dependency(container, attr_name):

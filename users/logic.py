@@ -8,6 +8,7 @@ something commits once, with its events, or raises and changes nothing.
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared.db import core_connection
 from shared.events import event_id_of, handle_once
 from shared.exceptions import AuthenticationFailed, Conflict, NotFound
 from shared.pagination import paginate
@@ -76,9 +77,9 @@ _USER_BY_ID = select(
 ).where(User.__table__.c.id == bindparam("user_id"))
 
 
-def get_user(session, user_id):
+def get_user(db, user_id):
     user_id = require_id(user_id, "user_id")
-    row = session.connection().execute(_USER_BY_ID, {"user_id": user_id}).first()
+    row = core_connection(db).execute(_USER_BY_ID, {"user_id": user_id}).first()
     if row is None:
         raise NotFound(f"user {user_id} not found")
     return user_schema.dump(row._mapping)

@@ -37,7 +37,7 @@ class UsersService(health.OperationalEndpoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def get_user(self, user_id):
-        return logic.get_user(self.db.read_session, user_id)
+        return logic.get_user(self.db.read_connection, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_users(self, limit=20, cursor=None):
