@@ -63,13 +63,24 @@ def _get(session, order_id, user_id=None, for_update=False):
     return order
 
 
+# the statements of the hot write, built once and run on the session's Core
+# connection: building them and the ORM's execution path cost more than the SQL
+KEY_HOLDER = select(_orders.id, _orders.created_at).where(
+    _orders.user_id == bindparam("user_id"), _orders.idempotency_key == bindparam("key")
+)
+CUSTOMER = (
+    select(_customers.deleted_at)
+    .where(_customers.user_id == bindparam("user_id"))
+    # FOR SHARE on PostgreSQL: see _customer
+    .with_for_update(read=True)
+)
+INSERT_ORDER = insert(Order.__table__).returning(_orders.id)
+INSERT_ITEMS = insert(OrderItem.__table__)
+
+
 def _key_holder(session, user_id, key):
     """``(id, created_at)`` of the user's order holding ``key``, or ``None``."""
-    return session.execute(
-        select(Order.id, Order.created_at).where(
-            Order.user_id == user_id, Order.idempotency_key == key
-        )
-    ).first()
+    return session.connection().execute(KEY_HOLDER, {"user_id": user_id, "key": key}).first()
 
 
 def _fresh(order):
@@ -87,11 +98,7 @@ def _customer(session, user_id):
     handler wait for our commit; its look-up of open orders then sees the order
     we wrote, and cancels it.
     """
-    return session.execute(
-        select(_customers.deleted_at)
-        .where(_customers.user_id == user_id)
-        .with_for_update(read=True)
-    ).first()
+    return session.connection().execute(CUSTOMER, {"user_id": user_id}).first()
 
 
 def _require_customer(session, user_exists, user_id):
@@ -218,20 +225,20 @@ def _insert_order(session, user_id, items, key):
         for position, item in enumerate(items)
     ]
     total_cents = sum(line["quantity"] * line["unit_price_cents"] for line in lines)
-    order_id = session.execute(
-        insert(Order.__table__)
-        .values(
-            user_id=user_id,
-            status="pending",
-            currency=CURRENCY,
-            total_cents=total_cents,
-            idempotency_key=key,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(_orders.id)
+    connection = session.connection()
+    order_id = connection.execute(
+        INSERT_ORDER,
+        {
+            "user_id": user_id,
+            "status": "pending",
+            "currency": CURRENCY,
+            "total_cents": total_cents,
+            "idempotency_key": key,
+            "created_at": now,
+            "updated_at": now,
+        },
     ).scalar_one()
-    session.execute(insert(OrderItem.__table__), [{**line, "order_id": order_id} for line in lines])
+    connection.execute(INSERT_ITEMS, [{**line, "order_id": order_id} for line in lines])
     return order_schema.dump(
         {
             "id": order_id,

@@ -54,11 +54,16 @@ class OutboxMixin:
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
+# one prebuilt INSERT per outbox table: Core caches its compiled form
+_inserts = {}
+
+
 class OutboxWriter:
     """What a worker gets: records events in the caller's session (and transaction)."""
 
     def __init__(self, model, headers=None):
         self.model = model
+        self.insert = _inserts.setdefault(model, insert(model.__table__))
         self.headers = headers or {}
         self.written = 0
 
@@ -75,13 +80,16 @@ class OutboxWriter:
         }
         # a Core insert, executed now in the caller's transaction: cheaper than an
         # ORM object flushed at commit, and the same atomicity
-        session.execute(
-            insert(self.model.__table__).values(
-                event_id=payload["event_id"],
-                event_type=event_type,
-                payload=json.dumps(payload),
-                headers=json.dumps(self.headers),
-            )
+        session.connection().execute(
+            self.insert,
+            {
+                "event_id": payload["event_id"],
+                "event_type": event_type,
+                "payload": json.dumps(payload),
+                "headers": json.dumps(self.headers),
+                "created_at": utcnow(),
+                "attempts": 0,
+            },
         )
         self.written += 1
         return payload
