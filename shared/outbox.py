@@ -5,8 +5,14 @@ An event is a row written in the same transaction as the change it describes
 greenthread in the same service publishes committed rows to the service's nameko
 events exchange, with publisher confirms, and marks them sent.
 
+Publishing: the relay sends a whole batch on its own channel and then waits
+once for the broker to confirm all of it (:class:`BatchPublisher`), instead of
+one round trip per event.
+
 Latency: a worker that wrote events rings the relay's bell when it ends (after
-its commit), so an event normally leaves within milliseconds. The periodic sweep
+its commit); the relay lingers ``OUTBOX_LINGER_SECONDS`` (20 ms) so that the
+commits of a busy moment go out as one batch, so an event normally leaves
+within a few tens of milliseconds. The periodic sweep
 only catches what the bell missed: a publish that failed while the broker was
 down, or rows left by a process that crashed between commit and publish.
 Delivery is at least once: a crash between publish and "mark sent" publishes the
@@ -16,12 +22,13 @@ row again, and consumers are idempotent by ``event_id``.
 import json
 import logging
 import uuid
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from weakref import WeakKeyDictionary
 
 import eventlet
 from eventlet.queue import Empty, LightQueue
-from nameko.amqp.publish import Publisher
+from kombu import Connection, Producer
 from nameko.constants import PERSISTENT
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder
@@ -95,14 +102,16 @@ class OutboxWriter:
         return payload
 
 
-def relay_pending(session_factory, model, publish, batch_size):
+def relay_pending(session_factory, model, publish_all, batch_size):
     """Publish up to ``batch_size`` unsent rows in order and mark them sent.
 
-    ``publish(event_type, payload, headers)`` must raise if the broker did not
-    confirm. Rows published before a failure are still marked sent; the failed
-    one and those after it stay for the next run. Returns how many were sent.
-    On PostgreSQL, ``SKIP LOCKED`` keeps two replicas from sending the same rows.
-    Core statements throughout: this runs once per committed change.
+    ``publish_all(messages)`` gets ``(event_type, payload, headers)`` tuples in
+    order and returns how many of them, from the first, the broker confirmed
+    (it may also raise: then none counts as confirmed). Confirmed rows are
+    marked sent; the first unconfirmed one counts a try, and it and those after
+    it stay for the next run. Returns how many were sent. On PostgreSQL,
+    ``SKIP LOCKED`` keeps two replicas from sending the same rows. Core
+    statements throughout: this runs for every committed change.
     """
     outbox = model.__table__
     with session_factory() as session:
@@ -115,26 +124,114 @@ def relay_pending(session_factory, model, publish, batch_size):
         ).all()
         if not rows:
             return 0
-        sent = []
+        confirmed = 0
         try:
-            for row in rows:
-                publish(row.event_type, json.loads(row.payload), json.loads(row.headers))
-                sent.append(row.id)
+            confirmed = publish_all(
+                [(row.event_type, json.loads(row.payload), json.loads(row.headers)) for row in rows]
+            )
         finally:
-            if sent:
+            if confirmed:
                 session.execute(
                     update(outbox)
-                    .where(outbox.c.id.in_(sent))
+                    .where(outbox.c.id.in_([row.id for row in rows[:confirmed]]))
                     .values(sent_at=utcnow(), attempts=outbox.c.attempts + 1)
                 )
-            if len(sent) < len(rows):  # the row whose publish failed counts a try
+            if confirmed < len(rows):  # the row whose publish failed counts a try
                 session.execute(
                     update(outbox)
-                    .where(outbox.c.id == rows[len(sent)].id)
+                    .where(outbox.c.id == rows[confirmed].id)
                     .values(attempts=outbox.c.attempts + 1)
                 )
             session.commit()
-    return len(sent)
+    return confirmed
+
+
+class ConfirmTimeout(Exception):
+    """The broker did not confirm a batch in time (unlike eventlet's Timeout, an Exception)."""
+
+
+class BatchPublisher:
+    """Publishes a batch of persistent messages, then waits once for all their confirms.
+
+    Used by the relay greenthread alone: it owns one connection and one channel
+    in confirm mode, so nothing else can interleave on them. Any failure closes
+    the connection, and the next batch starts on a new one. Setting
+    ``amqp_uri`` moves to another broker from the next batch on.
+    """
+
+    def __init__(self, amqp_uri, exchange, serializer, ssl=None, confirm_timeout=10.0):
+        self._amqp_uri = amqp_uri
+        self.exchange = exchange
+        self.serializer = serializer
+        self.ssl = ssl
+        self.confirm_timeout = confirm_timeout
+        self._connection = None
+
+    @property
+    def amqp_uri(self):
+        return self._amqp_uri
+
+    @amqp_uri.setter
+    def amqp_uri(self, value):
+        self._amqp_uri = value
+        self.close()
+
+    def close(self):
+        if self._connection is not None:
+            # it is dropped because it may be broken: closing it may fail too
+            with suppress(Exception):
+                self._connection.release()
+            self._connection = None
+
+    def _open(self):
+        connection = Connection(self._amqp_uri, ssl=self.ssl, connect_timeout=5)
+        channel = connection.channel()
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self.exchange(channel).declare()
+        self._producer = Producer(channel, exchange=self.exchange, serializer=self.serializer)
+        self._connection = connection
+        self._last_tag = 0  # the broker numbers a confirm-mode channel's messages 1, 2, ...
+
+    def _on_ack(self, delivery_tag, multiple):
+        self._settle(delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag, multiple):
+        self._nacked.update(self._settle(delivery_tag, multiple))
+
+    def _settle(self, delivery_tag, multiple):
+        settled = (
+            {tag for tag in self._waiting if tag <= delivery_tag} if multiple else {delivery_tag}
+        )
+        self._waiting -= settled
+        return settled
+
+    def __call__(self, messages):
+        """Publish ``(routing_key, payload, headers)`` in order.
+
+        Returns how many, from the first, the broker confirmed; raises if the
+        broker cannot be reached or does not confirm within ``confirm_timeout``.
+        """
+        try:
+            if self._connection is None:
+                self._open()
+            first = self._last_tag + 1
+            self._waiting, self._nacked = set(), set()
+            for routing_key, payload, headers in messages:
+                self._producer.publish(
+                    payload, routing_key=routing_key, headers=headers, delivery_mode=PERSISTENT
+                )
+                self._last_tag += 1
+                self._waiting.add(self._last_tag)
+            with eventlet.Timeout(self.confirm_timeout, ConfirmTimeout(self.confirm_timeout)):
+                while self._waiting:
+                    self._connection.drain_events()
+        except BaseException:
+            self.close()
+            raise
+        unconfirmed = [tag - first for tag in self._nacked]
+        return min(unconfirmed, default=len(messages))
 
 
 def count_pending(session_factory, model):
@@ -155,7 +252,9 @@ class Outbox(DependencyProvider, HeaderEncoder):
 
     ``database_attr`` names the service's :class:`shared.db.Database` dependency,
     whose engine the relay uses. Config (all optional): ``OUTBOX_SWEEP_SECONDS``
-    (default 5), ``OUTBOX_BATCH_SIZE`` (100), ``OUTBOX_RETENTION_HOURS`` (168).
+    (default 5), ``OUTBOX_BATCH_SIZE`` (100), ``OUTBOX_RETENTION_HOURS`` (168),
+    ``OUTBOX_LINGER_SECONDS`` (0.02: how long the relay waits after a bell so
+    that the events of a busy moment go out as one batch).
     """
 
     MAX_BACKOFF = 5.0
@@ -167,18 +266,14 @@ class Outbox(DependencyProvider, HeaderEncoder):
     def setup(self):
         config = self.container.config
         self.sweep_seconds = float(config.get("OUTBOX_SWEEP_SECONDS", 5))
+        self.linger_seconds = float(config.get("OUTBOX_LINGER_SECONDS", 0.02))
         self.batch_size = int(config.get("OUTBOX_BATCH_SIZE", 100))
         self.retention = timedelta(hours=float(config.get("OUTBOX_RETENTION_HOURS", 168)))
         self.exchange = get_event_exchange(self.container.service_name, config)
-        self.publisher = Publisher(
+        self.publisher = BatchPublisher(
             config["AMQP_URI"],
-            use_confirms=True,
-            delivery_mode=PERSISTENT,
+            self.exchange,
             serializer=self.container.serializer,
-            declare=[self.exchange],
-            # a short bounded retry; the sweep is the long-term retry
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2},
             ssl=config.get("AMQP_SSL"),
         )
         self._bell = LightQueue(maxsize=1)
@@ -199,6 +294,7 @@ class Outbox(DependencyProvider, HeaderEncoder):
         if self._relay_thread is not None:
             self._relay_thread.kill()
             self._relay_thread = None
+        self.publisher.close()
 
     kill = stop
 
@@ -218,16 +314,11 @@ class Outbox(DependencyProvider, HeaderEncoder):
         if self._bell.empty():
             self._bell.put_nowait(None)
 
-    def publish(self, event_type, payload, headers):
-        self.publisher.publish(
-            payload, exchange=self.exchange, routing_key=event_type, headers=headers
-        )
-
     def relay_once(self):
         """Send everything pending, batch after batch; returns how many were sent."""
         total = 0
         while True:
-            sent = relay_pending(self.session_factory, self.model, self.publish, self.batch_size)
+            sent = relay_pending(self.session_factory, self.model, self.publisher, self.batch_size)
             total += sent
             if self.published_counter is not None:
                 self.published_counter.inc(sent)
@@ -259,6 +350,8 @@ class Outbox(DependencyProvider, HeaderEncoder):
         while True:
             try:
                 self._bell.get(timeout=backoff or self.sweep_seconds)
+                # let the commits of a busy moment gather: one batch, one confirm
+                eventlet.sleep(self.linger_seconds)
             except Empty:
                 pass
             try:

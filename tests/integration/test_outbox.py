@@ -1,16 +1,20 @@
 """The outbox relay against a real broker: prompt, durable through outages and crashes."""
 
 import json
+import uuid
 
 import pytest
+from kombu import Connection, Queue
+from kombu.exceptions import OperationalError
 from nameko.events import event_handler
+from nameko.standalone.events import get_event_exchange
 from nameko.testing.services import entrypoint_waiter
 from nameko_sqlalchemy.database import Session
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from shared.db import engine_for, find_dependency
-from shared.outbox import OutboxWriter
+from shared.outbox import BatchPublisher, OutboxWriter
 from tests.helpers import wait_until
 from users.models import OutboxEvent
 from users.service import UsersService
@@ -117,3 +121,53 @@ def test_relayed_events_carry_the_request_id_of_the_call_that_caused_them(
     with users_db() as session:
         headers = session.scalars(select(OutboxEvent.headers)).one()
     assert json.loads(headers)["nameko.request_id"] == "req-abc-123"
+
+
+@pytest.fixture
+def batch_queue(rabbit_config):
+    """A queue on the users event exchange that takes two messages and refuses the rest."""
+    exchange = get_event_exchange("users", rabbit_config)
+    queue = Queue(
+        f"batch-{uuid.uuid4().hex[:8]}",
+        exchange=exchange,
+        routing_key="thing_happened",
+        # a full queue makes the broker nack what it cannot take: a real refusal
+        queue_arguments={"x-max-length": 2, "x-overflow": "reject-publish"},
+    )
+    with Connection(rabbit_config["AMQP_URI"]) as connection:
+        queue(connection.default_channel).declare()
+        yield exchange, queue, connection
+
+
+def test_a_batch_is_published_in_order_and_confirmed_once(rabbit_config, batch_queue):
+    exchange, queue, connection = batch_queue
+    publish_all = BatchPublisher(rabbit_config["AMQP_URI"], exchange, "json")
+    messages = [("thing_happened", {"n": n}, {"nameko.request_id": f"r{n}"}) for n in range(2)]
+    assert publish_all(messages) == 2
+    received = [queue(connection.default_channel).get(no_ack=True) for _ in range(2)]
+    assert [(m.payload["n"], m.headers["nameko.request_id"]) for m in received] == [
+        (0, "r0"),
+        (1, "r1"),
+    ]
+    assert all(m.properties["delivery_mode"] == 2 for m in received)  # persistent
+    publish_all.close()
+
+
+def test_what_the_broker_refuses_is_not_counted_as_confirmed(rabbit_config, batch_queue):
+    exchange, queue, connection = batch_queue
+    publish_all = BatchPublisher(rabbit_config["AMQP_URI"], exchange, "json")
+    assert publish_all([("thing_happened", {"n": n}, {}) for n in range(4)]) == 2
+    # the channel goes on: once there is room, the next batch is confirmed
+    queue(connection.default_channel).purge()
+    assert publish_all([("thing_happened", {"n": 9}, {})]) == 1
+    publish_all.close()
+
+
+def test_an_unreachable_broker_raises_and_the_next_batch_reconnects(rabbit_config, batch_queue):
+    exchange, _, _ = batch_queue
+    publish_all = BatchPublisher(CLOSED_PORT_URI, exchange, "json")
+    with pytest.raises((OperationalError, OSError)):
+        publish_all([("thing_happened", {"n": 0}, {})])
+    publish_all.amqp_uri = rabbit_config["AMQP_URI"]
+    assert publish_all([("thing_happened", {"n": 1}, {})]) == 1
+    publish_all.close()

@@ -87,39 +87,56 @@ def write_events(session_factory, count):
     return payloads
 
 
+def publishing_to(published, confirm=None):
+    """A ``publish_all`` that records the batch and confirms the first ``confirm`` (all)."""
+
+    def publish_all(messages):
+        published.extend(messages)
+        return len(messages) if confirm is None else confirm
+
+    return publish_all
+
+
 def test_relay_publishes_in_order_with_headers_and_marks_sent(session_factory):
     payloads = write_events(session_factory, 3)
     published = []
-    sent = relay_pending(session_factory, OutboxEvent, lambda *args: published.append(args), 10)
+    sent = relay_pending(session_factory, OutboxEvent, publishing_to(published), 10)
     assert sent == 3
     assert published == [("thing_happened", p, {"nameko.request_id": "r1"}) for p in payloads]
     assert count_pending(session_factory, OutboxEvent) == 0
-    assert relay_pending(session_factory, OutboxEvent, published.append, 10) == 0
+    assert relay_pending(session_factory, OutboxEvent, publishing_to(published), 10) == 0
 
 
 def test_relay_keeps_what_the_broker_did_not_confirm(session_factory):
     write_events(session_factory, 3)
-    calls = []
-
-    def publish_fails_on_the_second(event_type, payload, headers):
-        calls.append(payload["n"])
-        if payload["n"] == 1:
-            raise ConnectionError("broker went away")
-
-    with pytest.raises(ConnectionError):
-        relay_pending(session_factory, OutboxEvent, publish_fails_on_the_second, 10)
+    # the broker confirmed the first event, not the second (nor so the third)
+    assert relay_pending(session_factory, OutboxEvent, publishing_to([], confirm=1), 10) == 1
     assert count_pending(session_factory, OutboxEvent) == 2
     resent = []
-    relay_pending(session_factory, OutboxEvent, lambda t, p, h: resent.append(p["n"]), 10)
-    assert calls == [0, 1] and resent == [1, 2]
+    relay_pending(session_factory, OutboxEvent, publishing_to(resent), 10)
+    assert [payload["n"] for _, payload, _ in resent] == [1, 2]
     with session_factory() as session:
         attempts = session.scalars(select(OutboxEvent.attempts).order_by(OutboxEvent.id)).all()
     assert attempts == [1, 2, 1]
 
 
+def test_relay_keeps_everything_when_the_broker_went_away(session_factory):
+    write_events(session_factory, 2)
+
+    def broker_gone(messages):
+        raise ConnectionError("broker went away")
+
+    with pytest.raises(ConnectionError):
+        relay_pending(session_factory, OutboxEvent, broker_gone, 10)
+    assert count_pending(session_factory, OutboxEvent) == 2
+    with session_factory() as session:
+        attempts = session.scalars(select(OutboxEvent.attempts).order_by(OutboxEvent.id)).all()
+    assert attempts == [1, 0]
+
+
 def test_relay_sends_at_most_one_batch_per_call(session_factory):
     write_events(session_factory, 5)
-    assert relay_pending(session_factory, OutboxEvent, lambda *args: None, 2) == 2
+    assert relay_pending(session_factory, OutboxEvent, publishing_to([]), 2) == 2
     assert count_pending(session_factory, OutboxEvent) == 3
 
 
