@@ -89,6 +89,10 @@ def event_id_of(payload):
     return event_id
 
 
+# one prebuilt INSERT per processed-events table
+_inserts = {}
+
+
 def handle_once(session, model, payload, event_type, effect):
     """Apply ``effect(session)`` for the event in ``payload`` once, whatever the redelivery.
 
@@ -104,11 +108,10 @@ def handle_once(session, model, payload, event_type, effect):
     event_id = event_id_of(payload)
     # no look-up first: the insert itself tells a duplicate (one round trip less)
     try:
-        # a Core insert: the ORM's unit of work cost more than the statement
-        session.execute(
-            insert(model.__table__).values(
-                event_id=event_id, event_type=event_type, processed_at=utcnow()
-            )
+        # a prebuilt Core insert: the ORM's unit of work cost more than the statement
+        session.connection().execute(
+            _inserts.setdefault(model, insert(model.__table__)),
+            {"event_id": event_id, "event_type": event_type, "processed_at": utcnow()},
         )
         effect(session)
         session.commit()

@@ -131,6 +131,15 @@ def authenticate(session, hasher, email, password):
     raise AuthenticationFailed("wrong email or password")
 
 
+_users = User.__table__.c
+# prebuilt Core: the ORM's bulk update would also sync objects we do not hold
+COUNT_ORDER = (
+    update(User.__table__)
+    .where(_users.id == bindparam("user_id"))
+    .values(order_count=_users.order_count + 1)
+)
+
+
 def record_order_created(session, payload):
     """Handle ``order_created``: the order's user counts one more order, once per event.
 
@@ -144,12 +153,6 @@ def record_order_created(session, payload):
     user_id = require_id(payload.get("user_id"), "user_id")
 
     def count_order(session):
-        # a Core update: the ORM's bulk path would also sync objects we do not hold
-        users = User.__table__.c
-        session.execute(
-            update(User.__table__)
-            .where(users.id == user_id)
-            .values(order_count=users.order_count + 1)
-        )
+        session.connection().execute(COUNT_ORDER, {"user_id": user_id})
 
     return handle_once(session, ProcessedEvent, payload, "order_created", count_order)
