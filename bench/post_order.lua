@@ -1,5 +1,9 @@
--- POST /v1/orders with a fresh Idempotency-Key on every request
-local token = os.getenv("BENCH_TOKEN")
+-- POST /v1/orders with a fresh Idempotency-Key on every request, for users taken
+-- in turn from BENCH_TOKENS (comma-separated)
+local tokens = {}
+for token in string.gmatch(os.getenv("BENCH_TOKENS") or "", "[^,]+") do
+  table.insert(tokens, token)
+end
 local counter = 0
 local prefix = ""
 local threads = 0
@@ -15,11 +19,11 @@ end
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. (token or "")
 wrk.body = '{"items": [{"sku": "BENCH-1", "quantity": 2, "unit_price": "19.99"}, {"sku": "BENCH-2", "quantity": 1, "unit_price": "5.00"}]}'
 
 function request()
   counter = counter + 1
+  wrk.headers["Authorization"] = "Bearer " .. tokens[counter % #tokens + 1]
   wrk.headers["Idempotency-Key"] = prefix .. "-" .. counter
   return wrk.format()
 end

@@ -2,13 +2,14 @@
 
 Starts the three services on PostgreSQL (throwaway databases) and a private
 RabbitMQ vhost, plus two stock-nameko baselines (an HTTP hello, and HTTP -> one
-RPC echo), seeds a user and an order, then measures with wrk in several short
-interleaved rounds. Prints req/s (median, min-max), p50 and p99 per target and
+RPC echo), seeds eight users and an order, then measures with wrk in several short
+interleaved rounds; after each run it waits until the broker's queues are empty
+(the events a run caused are its work, not the next run's). Prints req/s (median, min-max), p50 and p99 per target and
 concurrency, each route's ratio to the echo baseline, and every service's
 resident memory afterwards; writes the same as JSON under var/bench/.
 Bounded (about three minutes) and on 127.0.0.1 only.
 
-Environment: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_CONNECTIONS ("8,32"),
+Environment: BENCH_ROUNDS (5), BENCH_SECONDS (3), BENCH_CONNECTIONS ("8,32"),
 BENCH_POSTGRES_URL, BENCH_RABBIT (amqp host:port), BENCH_RABBIT_API, and
 BENCH_ONLY: measure only targets whose name contains one of these comma-separated
 words (the echo baseline is always measured, for the ratios).
@@ -26,6 +27,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import kombu
 import requests
 from sqlalchemy import text
 
@@ -34,14 +36,15 @@ from shared.migrate import alembic_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
-SECONDS = int(os.environ.get("BENCH_SECONDS", 4))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 5))
+SECONDS = int(os.environ.get("BENCH_SECONDS", 3))
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "8,32").split(",")]
 ONLY = [word for word in os.environ.get("BENCH_ONLY", "").split(",") if word]
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBIT = os.environ.get("BENCH_RABBIT", "127.0.0.1:5672")
 RABBIT_API = os.environ.get("BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672")
 SECRET = "bench-secret-" + "x" * 40
+USERS = 8  # orders and reads spread over several users, as real traffic does
 
 PORTS = {
     "gateway": 18000,
@@ -70,7 +73,8 @@ class Stack:
             json={"configure": ".*", "write": ".*", "read": ".*"},
             timeout=10,
         ).raise_for_status()
-        return f"amqp://guest:guest@{RABBIT}/{self.vhost}"
+        self.amqp_uri = f"amqp://guest:guest@{RABBIT}/{self.vhost}"
+        return self.amqp_uri
 
     def create_database(self, service):
         from alembic import command
@@ -210,27 +214,64 @@ def start_everything(stack):
     wait_healthy(PORTS["gateway"], "/ready")
 
 
-def seed():
-    """A user with a token, and one order of theirs to read."""
+def seed(users=USERS):
+    """``users`` users with tokens, and one order of the first user's to read."""
     base = f"http://127.0.0.1:{PORTS['gateway']}"
-    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
     password = "a bench password"
-    response = requests.post(
-        f"{base}/v1/users", timeout=10, json={"email": email, "name": "Bench", "password": password}
-    )
-    response.raise_for_status()
-    token = requests.post(
-        f"{base}/v1/auth/token", timeout=10, json={"email": email, "password": password}
-    ).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
+    tokens = []
+    for _ in range(users):
+        email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+        requests.post(
+            f"{base}/v1/users",
+            timeout=10,
+            json={"email": email, "name": "Bench", "password": password},
+        ).raise_for_status()
+        response = requests.post(
+            f"{base}/v1/auth/token", timeout=10, json={"email": email, "password": password}
+        )
+        response.raise_for_status()
+        tokens.append(response.json()["access_token"])
     order = requests.post(
         f"{base}/v1/orders",
         timeout=10,
-        headers={**headers, "Idempotency-Key": "seed"},
+        headers={"Authorization": f"Bearer {tokens[0]}", "Idempotency-Key": "seed"},
         json={"items": [{"sku": "SEED", "quantity": 1, "unit_price": "1.00"}]},
     )
     order.raise_for_status()
-    return token, order.json()["id"]
+    return tokens, order.json()["id"]
+
+
+class Quiet:
+    """Waits until the vhost's queues are empty: what a run left queued must not slow the next.
+
+    Message counts come from passive queue declarations (exact, unlike the
+    management API's sampled statistics).
+    """
+
+    def __init__(self, vhost, amqp_uri):
+        response = requests.get(f"{RABBIT_API}/api/queues/{vhost}", timeout=10)
+        response.raise_for_status()
+        # another connection's exclusive queue cannot be looked at (nor can it fill up)
+        self.queues = [queue["name"] for queue in response.json() if not queue.get("exclusive")]
+        self.connection = kombu.Connection(amqp_uri)
+        self.channel = self.connection.channel()
+
+    def queued(self):
+        return sum(
+            self.channel.queue_declare(name, passive=True).message_count for name in self.queues
+        )
+
+    def wait(self, timeout=60):
+        """Seconds it took until two looks 0.2 s apart found every queue empty."""
+        started = time.monotonic()
+        empty_looks = 0
+        while empty_looks < 2 and time.monotonic() - started < timeout:
+            empty_looks = empty_looks + 1 if self.queued() == 0 else 0
+            time.sleep(0.2)
+        return round(time.monotonic() - started, 1)
+
+    def close(self):
+        self.connection.release()
 
 
 def parse_wrk(output):
@@ -255,7 +296,7 @@ def parse_wrk(output):
     }
 
 
-def wrk(url, connections, script, token, groups):
+def wrk(url, connections, script, tokens, groups):
     """One wrk run; also the CPU milliseconds each process group spent per request."""
     before = {name: cpu_seconds(pids) for name, pids in groups.items()}
     result = subprocess.run(
@@ -271,7 +312,7 @@ def wrk(url, connections, script, token, groups):
             os.path.join(ROOT, "bench", script),
             url,
         ],
-        env={**os.environ, "BENCH_TOKEN": token},
+        env={**os.environ, "BENCH_TOKENS": ",".join(tokens)},
         capture_output=True,
         text=True,
         check=True,
@@ -287,14 +328,15 @@ def wrk(url, connections, script, token, groups):
     return run
 
 
-def targets(order_id):
+def targets(tokens, order_id):
+    """``(name, url, wrk script, tokens)``; the order is the first user's: only they may read it."""
     gateway = f"http://127.0.0.1:{PORTS['gateway']}"
     every = [
-        ("baseline: hello", f"http://127.0.0.1:{PORTS['hello']}/hello", "get.lua"),
-        ("baseline: http->rpc echo", f"http://127.0.0.1:{PORTS['echo']}/echo", "get.lua"),
-        ("GET /v1/orders/{id}", f"{gateway}/v1/orders/{order_id}", "get.lua"),
-        ("GET /v1/users/me", f"{gateway}/v1/users/me", "get.lua"),
-        ("POST /v1/orders", f"{gateway}/v1/orders", "post_order.lua"),
+        ("baseline: hello", f"http://127.0.0.1:{PORTS['hello']}/hello", "get.lua", []),
+        ("baseline: http->rpc echo", f"http://127.0.0.1:{PORTS['echo']}/echo", "get.lua", []),
+        ("GET /v1/orders/{id}", f"{gateway}/v1/orders/{order_id}", "get.lua", tokens[:1]),
+        ("GET /v1/users/me", f"{gateway}/v1/users/me", "get.lua", tokens),
+        ("POST /v1/orders", f"{gateway}/v1/orders", "post_order.lua", tokens),
     ]
     return [
         target
@@ -312,6 +354,7 @@ def summarise(runs):
         "p50_ms": round(statistics.median(run["p50_ms"] for run in runs), 2),
         "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 2),
         "non_2xx": sum(run["non_2xx"] for run in runs),
+        "settle_s_max": max(run["settle_s"] for run in runs),
         "cpu_ms_per_request": {
             name: round(
                 statistics.median(run["cpu_ms_per_request"].get(name, 0) for run in runs), 2
@@ -357,19 +400,24 @@ def main():
     started = time.monotonic()
     try:
         start_everything(stack)
-        token, order_id = seed()
+        tokens, order_id = seed()
+        quiet = Quiet(stack.vhost, stack.amqp_uri)
         runs = {}
         groups = stack.process_groups()
         for round_number in range(ROUNDS):
-            for name, url, script in targets(order_id):
+            for name, url, script, target_tokens in targets(tokens, order_id):
                 for connections in CONNECTIONS:
-                    run = wrk(url, connections, script, token, groups)
+                    run = wrk(url, connections, script, target_tokens, groups)
+                    # events still queued are work the run caused: let it finish
+                    run["settle_s"] = quiet.wait()
                     runs.setdefault((name, connections), []).append(run)
                     print(
                         f"round {round_number + 1}/{ROUNDS} {name} c{connections}: "
-                        f"{run['rps']:.0f} req/s p99 {run['p99_ms']:.1f} ms",
+                        f"{run['rps']:.0f} req/s p99 {run['p99_ms']:.1f} ms, "
+                        f"queues empty {run['settle_s']} s after",
                         flush=True,
                     )
+        quiet.close()
         rss = {name: stack.rss_mb(name) for name in ("gateway", "users", "orders")}
     finally:
         stack.stop()
