@@ -2,10 +2,11 @@
 
 Starts the three services on PostgreSQL (throwaway databases) and a private
 RabbitMQ vhost, plus two stock-nameko baselines (an HTTP hello, and HTTP -> one
-RPC echo), seeds eight users and an order, then measures with wrk in several short
-interleaved rounds; after each run it waits until the broker's queues are empty
-(the events a run caused are its work, not the next run's). Prints req/s (median, min-max), p50 and p99 per target and
-concurrency, each route's ratio to the echo baseline, and every service's
+RPC echo), seeds eight users and an order, then measures with wrk in several
+short interleaved rounds; after each run it waits until the broker's queues are
+empty (the events a run caused are its work, not the next run's). Prints req/s
+(median, min-max), p50 and p99 per target and concurrency, each route's ratio
+to the echo baseline, CPU per request of every process, and every service's
 resident memory afterwards; writes the same as JSON under var/bench/.
 Bounded (about three minutes) and on 127.0.0.1 only.
 

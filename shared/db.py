@@ -85,7 +85,14 @@ class Database(_Database):
         # a pool of autocommit connections for reads: no BEGIN and no ROLLBACK round
         # trip, and no isolation switch per checkout (which costs one on PostgreSQL)
         self.read_engine = engine_for(
-            uri, **{"pool_size": pool_size, **self.engine_options, "isolation_level": "AUTOCOMMIT"}
+            uri,
+            **{
+                "pool_size": pool_size,
+                **self.engine_options,
+                "isolation_level": "AUTOCOMMIT",
+                # no transaction to end when a connection goes back to the pool
+                "pool_reset_on_return": None,
+            },
         )
 
     def stop(self):

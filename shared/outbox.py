@@ -24,7 +24,6 @@ import logging
 import uuid
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from weakref import WeakKeyDictionary
 
 import eventlet
 from eventlet.queue import Empty, LightQueue
@@ -69,10 +68,18 @@ class OutboxWriter:
     """What a worker gets: records events in the caller's session (and transaction)."""
 
     def __init__(self, model, headers=None):
+        """``headers``: a dict, or a function that makes it (called by the first ``add``)."""
         self.model = model
         self.insert = _inserts.setdefault(model, insert(model.__table__))
-        self.headers = headers or {}
+        self._headers = headers if headers is not None else {}
         self.written = 0
+
+    @property
+    def headers(self):
+        if callable(self._headers):
+            # most calls write no event: their headers are never worth making
+            self._headers = self._headers()
+        return self._headers
 
     def add(self, session, event_type, data):
         """Add ``event_type`` to the outbox in ``session``; the caller commits.
@@ -278,7 +285,6 @@ class Outbox(DependencyProvider, HeaderEncoder):
         )
         self._bell = LightQueue(maxsize=1)
         self._relay_thread = None
-        self.writers = WeakKeyDictionary()
         self.published_counter = None
 
     def start(self):
@@ -299,13 +305,11 @@ class Outbox(DependencyProvider, HeaderEncoder):
     kill = stop
 
     def get_dependency(self, worker_ctx):
-        writer = OutboxWriter(self.model, self.get_message_headers(worker_ctx))
-        self.writers[worker_ctx] = writer
-        return writer
+        return OutboxWriter(self.model, lambda: self.get_message_headers(worker_ctx))
 
     def worker_teardown(self, worker_ctx):
         # teardown runs after the entrypoint returned, so its commit is done
-        writer = self.writers.pop(worker_ctx, None)
+        writer = getattr(worker_ctx.service, self.attr_name, None)
         if writer is not None and writer.written:
             self.wake()
 

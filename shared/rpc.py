@@ -32,6 +32,7 @@ unchanged. The timeout runs in the calling worker's own greenthread, so nothing
 is left running after it fires; the reply slot it leaves is removed.
 """
 
+import inspect
 import logging
 import socket
 import sys
@@ -53,6 +54,7 @@ from nameko.constants import (
     SERIALIZER_CONFIG_KEY,
 )
 from nameko.exceptions import (
+    IncorrectSignature,
     MethodNotFound,
     UnknownService,
     UnserializableValueError,
@@ -321,9 +323,24 @@ class RpcConsumer(_RpcConsumer):
 
 
 class Rpc(_Rpc):
-    """nameko's ``Rpc`` entrypoint on :class:`RpcConsumer` (every rpc of a service must use it)."""
+    """nameko's ``Rpc`` entrypoint on :class:`RpcConsumer` (every rpc of a service must use it).
+
+    The method's signature is read once, not per call (``inspect.getcallargs``
+    was a tenth of a small call's CPU).
+    """
 
     rpc_consumer = RpcConsumer()
+
+    def setup(self):
+        super().setup()
+        method = getattr(self.container.service_cls, self.method_name)
+        self.signature = inspect.signature(method)
+
+    def check_signature(self, args, kwargs):
+        try:
+            self.signature.bind(None, *args, **kwargs)  # None: the unbound method's self
+        except TypeError as error:
+            raise IncorrectSignature(str(error)) from None
 
 
 rpc = Rpc.decorator

@@ -146,12 +146,19 @@ class PageQuerySchema(Schema):
     cursor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 
+ID_MAX = 2**63 - 1
+
+
 class IdSchema(Schema):
-    id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=2**63 - 1))
+    id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=ID_MAX))
 
 
 def require_id(value, name="id"):
     """A positive integer id, or :class:`InvalidInput` naming the argument."""
+    # the common case without marshmallow (every call checks one or two ids);
+    # the schema below words the errors
+    if type(value) is int and 1 <= value <= ID_MAX:
+        return value
     try:
         return instance_of(IdSchema).load({"id": value})["id"]
     except ValidationError as error:

@@ -4,6 +4,7 @@ import eventlet
 import pytest
 import requests
 from nameko.events import event_handler
+from nameko.exceptions import IncorrectSignature
 from nameko.rpc import rpc as rpc_entrypoint
 from nameko.testing.services import entrypoint_waiter
 
@@ -215,3 +216,19 @@ def test_create_order_gives_up_on_users_after_rpc_timeout(
         rpc.orders.create_order(1, ITEMS)
     assert eventlet.hubs.get_hub().clock() - started < 3
     assert "did not answer" in str(error.value)
+
+
+def test_a_call_with_the_wrong_arguments_is_refused_as_nameko_refuses_it(orders, rpc):
+    with pytest.raises(IncorrectSignature, match="too many positional arguments"):
+        rpc.orders.get_order(1, 2, 3)
+    with pytest.raises(IncorrectSignature, match="colour"):
+        rpc.orders.get_order(order_id=1, colour="red")
+    with pytest.raises(IncorrectSignature, match="missing a required argument"):
+        rpc.orders.get_order()
+
+
+@pytest.mark.parametrize("order_id", [0, -1, True, "1", 1.0, 2**63])
+def test_anything_but_a_positive_integer_id_is_invalid_input(orders, rpc, order_id):
+    with pytest.raises(InvalidInput) as error:
+        rpc.orders.get_order(order_id)
+    assert list(error.value.details) == ["order_id"]
