@@ -297,8 +297,10 @@ def parse_wrk(output):
     }
 
 
-def wrk(url, connections, script, tokens, groups):
+def wrk(url, connections, script, tokens, stack):
     """One wrk run; also the CPU milliseconds each process group spent per request."""
+    # looked up per run: PostgreSQL starts a process per new pooled connection
+    groups = stack.process_groups()
     before = {name: cpu_seconds(pids) for name, pids in groups.items()}
     result = subprocess.run(
         [
@@ -404,11 +406,10 @@ def main():
         tokens, order_id = seed()
         quiet = Quiet(stack.vhost, stack.amqp_uri)
         runs = {}
-        groups = stack.process_groups()
         for round_number in range(ROUNDS):
             for name, url, script, target_tokens in targets(tokens, order_id):
                 for connections in CONNECTIONS:
-                    run = wrk(url, connections, script, target_tokens, groups)
+                    run = wrk(url, connections, script, target_tokens, stack)
                     # events still queued are work the run caused: let it finish
                     run["settle_s"] = quiet.wait()
                     runs.setdefault((name, connections), []).append(run)

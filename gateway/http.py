@@ -29,6 +29,7 @@ from werkzeug.wrappers import Request, Response
 from gateway.errors import EXPECTED, BadRequest, describe, error_body
 from shared.exceptions import InvalidInput
 from shared.logs import REQUEST_ID_KEY
+from shared.rpc import SignatureReadOnce
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class GatewayWebServer(WebServer):
             observer(method, route, status, elapsed)
 
 
-class Route(HttpRequestHandler):
+class Route(SignatureReadOnce, HttpRequestHandler):
     """A gateway route: ``@route("GET", "/v1/users/<int:user_id>")``."""
 
     server = GatewayWebServer()
