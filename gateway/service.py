@@ -34,6 +34,7 @@ from shared.exceptions import (
     NotFound,
     ServiceError,
 )
+from shared.heap import FrozenStartupHeap
 from shared.logs import LoggingContext
 from shared.metrics import Metrics
 from shared.rpc import TimedRpcProxy
@@ -61,6 +62,7 @@ class GatewayService:
 
     config = ConfigCheck(check_gateway)
     log_context = LoggingContext()
+    heap = FrozenStartupHeap()
     metrics = Metrics()
     http_metrics = HttpMetrics()
     tokens = Tokens()

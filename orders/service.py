@@ -13,6 +13,7 @@ from shared.config import ConfigCheck, check_database
 from shared.db import Database
 from shared.events import check_event_retries, event_handler
 from shared.exceptions import EXPECTED, Unavailable
+from shared.heap import FrozenStartupHeap
 from shared.logs import LoggingContext
 from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
@@ -27,6 +28,7 @@ class OrdersService(health.OperationalEndpoints):
 
     config = ConfigCheck(check_database, check_event_retries)
     log_context = LoggingContext()
+    heap = FrozenStartupHeap()
     metrics = Metrics(
         counter("orders_created_total", "Orders created (replayed idempotency keys not counted)"),
         counter("order_status_changes_total", "Orders moved to a new status", ["to"]),

@@ -9,6 +9,7 @@ from shared.config import ConfigCheck, check_database
 from shared.db import Database
 from shared.events import check_event_retries, event_handler
 from shared.exceptions import EXPECTED
+from shared.heap import FrozenStartupHeap
 from shared.logs import LoggingContext
 from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
@@ -23,6 +24,7 @@ class UsersService(health.OperationalEndpoints):
 
     config = ConfigCheck(check_database, check_event_retries)
     log_context = LoggingContext()
+    heap = FrozenStartupHeap()
     metrics = Metrics(counter("users_registered_total", "Accounts created"))
     db = Database(Base)
     outbox = Outbox(OutboxEvent)

@@ -1,5 +1,6 @@
 """The shared building blocks on their own: config checks, cursors, outbox relay, logs."""
 
+import gc
 import json
 import logging
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from shared.config import ConfigError, check_database, validate
 from shared.db import engine_for
 from shared.exceptions import InvalidInput
+from shared.heap import FrozenStartupHeap
 from shared.logs import ContextFilter, JsonFormatter, _call, formatter
 from shared.outbox import OutboxWriter, count_pending, relay_pending
 from shared.pagination import decode_cursor, encode_cursor
@@ -267,3 +269,17 @@ def test_a_huge_amount_is_out_of_range_not_a_crash():
     with pytest.raises(InvalidInput) as error:
         load(OrderCreateSchema, {"items": [item]})
     assert "unit_price" in error.value.details["items"][0]
+
+
+
+def test_a_started_service_has_its_startup_heap_frozen(container_factory):
+    class Service:
+        name = "heap_test"
+        heap = FrozenStartupHeap()
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    container_factory(Service, {}).start()
+    # everything alive at start is out of the collector's way
+    assert gc.get_freeze_count() > 10_000
+    gc.unfreeze()
