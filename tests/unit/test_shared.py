@@ -271,7 +271,6 @@ def test_a_huge_amount_is_out_of_range_not_a_crash():
     assert "unit_price" in error.value.details["items"][0]
 
 
-
 def test_a_started_service_has_its_startup_heap_frozen(container_factory):
     class Service:
         name = "heap_test"
