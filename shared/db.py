@@ -2,11 +2,12 @@
 
 import os
 from datetime import UTC
+from functools import cache
 
 from nameko_sqlalchemy import Database as _Database
 from nameko_sqlalchemy.database import DB_URIS_KEY, Session
 from nameko_sqlalchemy.database import DatabaseWrapper as _DatabaseWrapper
-from sqlalchemy import DateTime, TypeDecorator, create_engine, event
+from sqlalchemy import DateTime, TypeDecorator, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -129,9 +130,11 @@ class DatabaseWrapper(_DatabaseWrapper):
         return self._read_connection
 
     def close(self):
-        super().close()
-        if self._read_connection is not None:
-            self._read_connection.close()
+        try:
+            super().close()
+        finally:
+            if self._read_connection is not None:
+                self._read_connection.close()
 
 
 def core_connection(db):
@@ -149,6 +152,12 @@ def find_dependency(container, attr_name):
 
 # the INSERTs that know ON CONFLICT, per backend we run on
 _UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+@cache
+def prebuilt_insert(table):
+    """One ``insert(table)`` per table for the whole process: Core caches its compiled form."""
+    return insert(table)
 
 
 def upsert_insert(session, table):

@@ -41,12 +41,12 @@ from nameko.amqp.publish import Publisher
 from nameko.constants import HEADER_PREFIX, PERSISTENT
 from nameko.events import EventHandler as _NamekoEventHandler
 from prometheus_client import Counter
-from sqlalchemy import String, insert
+from sqlalchemy import String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.config import ConfigError
-from shared.db import UTCDateTime
+from shared.db import UTCDateTime, prebuilt_insert
 from shared.exceptions import InvalidInput
 from shared.outbox import utcnow
 
@@ -89,10 +89,6 @@ def event_id_of(payload):
     return event_id
 
 
-# one prebuilt INSERT per processed-events table
-_inserts = {}
-
-
 def handle_once(session, model, payload, event_type, effect):
     """Apply ``effect(session)`` for the event in ``payload`` once, whatever the redelivery.
 
@@ -110,7 +106,7 @@ def handle_once(session, model, payload, event_type, effect):
     try:
         # a prebuilt Core insert: the ORM's unit of work cost more than the statement
         session.connection().execute(
-            _inserts.setdefault(model, insert(model.__table__)),
+            prebuilt_insert(model.__table__),
             {"event_id": event_id, "event_type": event_type, "processed_at": utcnow()},
         )
         effect(session)

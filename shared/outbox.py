@@ -33,10 +33,10 @@ from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder
 from nameko.standalone.events import get_event_exchange
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Integer, String, Text, delete, func, insert, select, update
+from sqlalchemy import Integer, String, Text, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import UTCDateTime, find_dependency
+from shared.db import UTCDateTime, find_dependency, prebuilt_insert
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,13 @@ class OutboxMixin:
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
-# one prebuilt INSERT per outbox table: Core caches its compiled form
-_inserts = {}
-
-
 class OutboxWriter:
     """What a worker gets: records events in the caller's session (and transaction)."""
 
     def __init__(self, model, headers=None):
         """``headers``: a dict, or a function that makes it (called by the first ``add``)."""
         self.model = model
-        self.insert = _inserts.setdefault(model, insert(model.__table__))
+        self.insert = prebuilt_insert(model.__table__)
         self._headers = headers if headers is not None else {}
         self.written = 0
 
@@ -109,14 +105,24 @@ class OutboxWriter:
         return payload
 
 
+class EventsRefused(Exception):
+    """The broker refused some events of a batch; they stay pending for a later run."""
+
+    def __init__(self, sent, refused):
+        super().__init__(f"the broker refused {refused} event(s) of a batch ({sent} sent)")
+        self.sent = sent
+
+
 def relay_pending(session_factory, model, publish_all, batch_size):
     """Publish up to ``batch_size`` unsent rows in order and mark them sent.
 
     ``publish_all(messages)`` gets ``(event_type, payload, headers)`` tuples in
-    order and returns how many of them, from the first, the broker confirmed
-    (it may also raise: then none counts as confirmed). Confirmed rows are
-    marked sent; the first unconfirmed one counts a try, and it and those after
-    it stay for the next run. Returns how many were sent. On PostgreSQL,
+    order and returns the positions of those the broker refused (an empty set:
+    all confirmed); it may also raise, and then none counts as confirmed.
+    Confirmed rows are marked sent, even after a refused one: they were
+    delivered, and sending them again would only duplicate them. Each refused
+    row counts a try and stays for a later run, and ``EventsRefused`` tells the
+    caller to back off. Returns how many were sent. On PostgreSQL,
     ``SKIP LOCKED`` keeps two replicas from sending the same rows. Core
     statements throughout: this runs for every committed change.
     """
@@ -131,26 +137,30 @@ def relay_pending(session_factory, model, publish_all, batch_size):
         ).all()
         if not rows:
             return 0
-        confirmed = 0
+        confirmed, refused = [], [rows[0].id]  # if publishing raises: the first counts a try
         try:
-            confirmed = publish_all(
+            positions = publish_all(
                 [(row.event_type, json.loads(row.payload), json.loads(row.headers)) for row in rows]
             )
+            confirmed = [row.id for n, row in enumerate(rows) if n not in positions]
+            refused = [rows[n].id for n in positions]
         finally:
             if confirmed:
                 session.execute(
                     update(outbox)
-                    .where(outbox.c.id.in_([row.id for row in rows[:confirmed]]))
+                    .where(outbox.c.id.in_(confirmed))
                     .values(sent_at=utcnow(), attempts=outbox.c.attempts + 1)
                 )
-            if confirmed < len(rows):  # the row whose publish failed counts a try
+            if refused:
                 session.execute(
                     update(outbox)
-                    .where(outbox.c.id == rows[confirmed].id)
+                    .where(outbox.c.id.in_(refused))
                     .values(attempts=outbox.c.attempts + 1)
                 )
             session.commit()
-    return confirmed
+    if refused:
+        raise EventsRefused(len(confirmed), len(refused))
+    return len(confirmed)
 
 
 class ConfirmTimeout(Exception):
@@ -191,14 +201,14 @@ class BatchPublisher:
             self._connection = None
 
     def _open(self):
-        connection = Connection(self._amqp_uri, ssl=self.ssl, connect_timeout=5)
+        # kept at once: if what follows fails, close() still releases it
+        self._connection = connection = Connection(self._amqp_uri, ssl=self.ssl, connect_timeout=5)
         channel = connection.channel()
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
         self.exchange(channel).declare()
         self._producer = Producer(channel, exchange=self.exchange, serializer=self.serializer)
-        self._connection = connection
         self._last_tag = 0  # the broker numbers a confirm-mode channel's messages 1, 2, ...
 
     def _on_ack(self, delivery_tag, multiple):
@@ -217,8 +227,9 @@ class BatchPublisher:
     def __call__(self, messages):
         """Publish ``(routing_key, payload, headers)`` in order.
 
-        Returns how many, from the first, the broker confirmed; raises if the
-        broker cannot be reached or does not confirm within ``confirm_timeout``.
+        Returns the positions of the messages the broker refused (nacked), an
+        empty set when it confirmed them all; raises if the broker cannot be
+        reached or does not confirm within ``confirm_timeout``.
         """
         try:
             if self._connection is None:
@@ -237,8 +248,7 @@ class BatchPublisher:
         except BaseException:
             self.close()
             raise
-        unconfirmed = [tag - first for tag in self._nacked]
-        return min(unconfirmed, default=len(messages))
+        return {tag - first for tag in self._nacked}
 
 
 def count_pending(session_factory, model):
@@ -322,12 +332,21 @@ class Outbox(DependencyProvider, HeaderEncoder):
         """Send everything pending, batch after batch; returns how many were sent."""
         total = 0
         while True:
-            sent = relay_pending(self.session_factory, self.model, self.publisher, self.batch_size)
+            try:
+                sent = relay_pending(
+                    self.session_factory, self.model, self.publisher, self.batch_size
+                )
+            except EventsRefused as refusal:
+                self._count_published(refusal.sent)
+                raise
+            self._count_published(sent)
             total += sent
-            if self.published_counter is not None:
-                self.published_counter.inc(sent)
             if sent < self.batch_size:
                 return total
+
+    def _count_published(self, sent):
+        if self.published_counter is not None:
+            self.published_counter.inc(sent)
 
     def pending(self):
         return count_pending(self.session_factory, self.model)

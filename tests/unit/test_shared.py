@@ -14,7 +14,7 @@ from shared.db import engine_for
 from shared.exceptions import InvalidInput
 from shared.heap import FrozenStartupHeap
 from shared.logs import ContextFilter, JsonFormatter, _call, formatter
-from shared.outbox import OutboxWriter, count_pending, relay_pending
+from shared.outbox import EventsRefused, OutboxWriter, count_pending, relay_pending
 from shared.pagination import decode_cursor, encode_cursor
 from shared.passwords import PasswordHasher
 from users.models import OutboxEvent
@@ -89,14 +89,22 @@ def write_events(session_factory, count):
     return payloads
 
 
-def publishing_to(published, confirm=None):
-    """A ``publish_all`` that records the batch and confirms the first ``confirm`` (all)."""
+def publishing_to(published, refuse=()):
+    """A ``publish_all`` that records the batch; the broker refuses the positions ``refuse``."""
 
     def publish_all(messages):
         published.extend(messages)
-        return len(messages) if confirm is None else confirm
+        return set(refuse)
 
     return publish_all
+
+
+def outbox_rows(session_factory):
+    with session_factory() as session:
+        rows = session.execute(
+            select(OutboxEvent.attempts, OutboxEvent.sent_at).order_by(OutboxEvent.id)
+        ).all()
+    return [(attempts, sent_at is not None) for attempts, sent_at in rows]
 
 
 def test_relay_publishes_in_order_with_headers_and_marks_sent(session_factory):
@@ -109,17 +117,17 @@ def test_relay_publishes_in_order_with_headers_and_marks_sent(session_factory):
     assert relay_pending(session_factory, OutboxEvent, publishing_to(published), 10) == 0
 
 
-def test_relay_keeps_what_the_broker_did_not_confirm(session_factory):
+def test_relay_keeps_what_the_broker_refused_and_only_that(session_factory):
     write_events(session_factory, 3)
-    # the broker confirmed the first event, not the second (nor so the third)
-    assert relay_pending(session_factory, OutboxEvent, publishing_to([], confirm=1), 10) == 1
-    assert count_pending(session_factory, OutboxEvent) == 2
+    # the broker refused the second event: the first and third were delivered
+    with pytest.raises(EventsRefused) as refusal:
+        relay_pending(session_factory, OutboxEvent, publishing_to([], refuse={1}), 10)
+    assert refusal.value.sent == 2
+    assert outbox_rows(session_factory) == [(1, True), (1, False), (1, True)]
     resent = []
-    relay_pending(session_factory, OutboxEvent, publishing_to(resent), 10)
-    assert [payload["n"] for _, payload, _ in resent] == [1, 2]
-    with session_factory() as session:
-        attempts = session.scalars(select(OutboxEvent.attempts).order_by(OutboxEvent.id)).all()
-    assert attempts == [1, 2, 1]
+    assert relay_pending(session_factory, OutboxEvent, publishing_to(resent), 10) == 1
+    assert [payload["n"] for _, payload, _ in resent] == [1]  # no duplicate of 0 or 2
+    assert outbox_rows(session_factory) == [(1, True), (2, True), (1, True)]
 
 
 def test_relay_keeps_everything_when_the_broker_went_away(session_factory):
