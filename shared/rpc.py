@@ -265,6 +265,9 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
         except UndeliverableMessage:
             self.rpc_reply_listener._reply_events.pop(correlation_id, None)
             raise UnknownService(self.target_service) from None
+        except BaseException:  # the deadline too: no reply will be waited for
+            self.rpc_reply_listener._reply_events.pop(correlation_id, None)
+            raise
         return RpcReply(reply_event)
 
 

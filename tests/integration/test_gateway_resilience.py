@@ -16,6 +16,7 @@ from nameko.rpc import ReplyListener, rpc
 from gateway.service import GatewayService
 from shared import tokens
 from shared.exceptions import NotFound
+from shared.rpc import TimedRpcProxy
 from tests.integration.conftest import GATEWAY_JWT_SECRET, base_url, gateway_config
 from tests.integration.test_gateway import Api, assert_error
 
@@ -121,6 +122,23 @@ def test_a_hung_service_is_504_within_the_timeout_and_leaves_nothing_waiting(
     listener = next(e for e in gateway.extensions if isinstance(e, ReplyListener))
     assert listener._reply_events == {}
     assert gateway._worker_threads == {}
+
+
+def test_a_request_that_cannot_be_published_leaves_nothing_waiting(container_factory, config):
+    start(container_factory, StandInUsers, config)
+    start(container_factory, HungOrders, config)
+    gateway = start(container_factory, GatewayService, config)
+    proxy = next(
+        e for e in gateway.extensions if isinstance(e, TimedRpcProxy) and e.attr_name == "orders"
+    )
+    proxy.publisher.amqp_uri = "amqp://guest:guest@127.0.0.1:1/"  # its broker went away
+    started = time.monotonic()
+    response = get(config, "/v1/orders/1", admin_token())
+    # the deadline fires while the publish is still retrying its connection
+    assert_error(response, 504, "TIMEOUT")
+    assert 1 <= time.monotonic() - started < 2
+    listener = next(e for e in gateway.extensions if isinstance(e, ReplyListener))
+    assert listener._reply_events == {}
 
 
 class LateOrders:
