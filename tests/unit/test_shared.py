@@ -279,14 +279,17 @@ def test_a_huge_amount_is_out_of_range_not_a_crash():
     assert "unit_price" in error.value.details["items"][0]
 
 
-def test_a_started_service_has_its_startup_heap_frozen(container_factory):
+def test_a_started_service_has_its_startup_heap_frozen_until_it_stops(container_factory):
     class Service:
         name = "heap_test"
         heap = FrozenStartupHeap()
 
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
-    container_factory(Service, {}).start()
+    container = container_factory(Service, {})
+    container.start()
     # everything alive at start is out of the collector's way
     assert gc.get_freeze_count() > 10_000
-    gc.unfreeze()
+    container.stop()
+    # what the stopped container held can be collected again
+    assert gc.get_freeze_count() == 0
