@@ -16,7 +16,9 @@ within a few tens of milliseconds. The periodic sweep
 only catches what the bell missed: a publish that failed while the broker was
 down, or rows left by a process that crashed between commit and publish.
 Delivery is at least once: a crash between publish and "mark sent" publishes the
-row again, and consumers are idempotent by ``event_id``.
+row again, and consumers are idempotent by ``event_id``. An event the broker
+refuses (a nack) stays pending and goes again on a later run, alone: the events
+confirmed beside it are marked sent, and the relay backs off meanwhile.
 """
 
 import json
