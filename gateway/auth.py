@@ -1,16 +1,18 @@
-"""Who may do what, and the gateway's memory of refused users and logins.
+"""Who may do what, and which tokens this gateway instance refuses.
 
 Plain Python, no nameko: the service calls these with what it decoded.
 """
 
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from shared.exceptions import AuthenticationFailed, Forbidden, NotFound
-from shared.tokens import user_id_of
+from shared.exceptions import AuthenticationFailed, Forbidden, InvalidInput, NotFound
+from shared.tokens import token_version_of, user_id_of
 
 ADMIN = "admin"
+REVOKED = "token revoked: log in again"
+CURRENT_PASSWORD = "current_password"  # noqa: S105 (a field name)
 
 
 @dataclass(frozen=True)
@@ -20,10 +22,16 @@ class Caller:
     user_id: int
     role: str
     issued_at: int
+    token_version: int = 0
 
     @classmethod
     def from_claims(cls, claims):
-        return cls(user_id=user_id_of(claims), role=claims["role"], issued_at=claims["iat"])
+        return cls(
+            user_id=user_id_of(claims),
+            role=claims["role"],
+            issued_at=claims["iat"],
+            token_version=token_version_of(claims),
+        )
 
     @property
     def is_admin(self):
@@ -54,31 +62,50 @@ def require_owner_or_admin(caller, order):
         raise NotFound(f"order {order['id']} not found")
 
 
-def check_changes(caller, changes):
+def check_role_change(caller, body):
     """Only an admin changes roles (anyone's, their own too)."""
-    if isinstance(changes, dict) and "role" in changes and not caller.is_admin:
+    if isinstance(body, dict) and "role" in body and not caller.is_admin:
         raise Forbidden("only an admin may change a role")
 
 
-class RevokedUsers:
-    """The users whose access tokens this gateway instance must refuse.
+def changes_to_send(caller, user_id, changes):
+    """The checked ``changes`` of a PATCH, as the users service should get them.
 
-    Fed by ``user_deleted`` broadcasts. An entry lives as long as a token issued
-    before it can (the access-token lifetime plus a margin), then every such
-    token has expired and the entry has no more work to do.
+    Whoever changes their own password proves they know the current one
+    (``current_password``, which the users service verifies); an admin changing
+    someone else's needs none, so theirs is not passed on.
+    """
+    if caller.user_id != user_id:
+        return {name: value for name, value in changes.items() if name != CURRENT_PASSWORD}
+    if "password" in changes and CURRENT_PASSWORD not in changes:
+        raise InvalidInput(
+            "invalid input", {CURRENT_PASSWORD: ["Required to change your own password."]}
+        )
+    return changes
 
-    Broadcasts reach only a running, subscribed instance. Deletions while this
+
+class RevokedTokens:
+    """Which access tokens this gateway instance must refuse, by user.
+
+    A user's tokens carry the user's ``token_version`` (claim ``ver``). Changing
+    a password or a role raises that version in the users service, which
+    broadcasts it (``user_updated``); deleting a user broadcasts
+    ``user_deleted``. Here each such user has a *floor*: tokens whose version is
+    below it are refused (a deleted user's floor is infinite). A floor lives as
+    long as a token issued before it can (the access-token lifetime plus a
+    margin): after that every such token has expired and the floor has no more
+    work to do.
+
+    Broadcasts reach only a running, subscribed instance. Changes made while this
     instance was not subscribed (before it started, or while it reconnected to
     the broker) are unknown to it, but they can only concern tokens issued
-    before it subscribed: such tokens need one confirmation from the users
-    service (:meth:`needs_confirmation`), after which the broadcast covers them.
-    Tokens issued after the subscription need none: a deleted user cannot get
-    one. ``margin`` (seconds) allows for clock skew between gateway instances:
-    ``iat`` comes from the issuing instance's clock, the revocation time from
-    this one's. (A login cannot outrun a deletion: the gateway issues tokens
-    only after the users service stored the refresh token, which fails for a
-    deleted user.)
+    before it subscribed: such a token needs one look-up of the user's current
+    version (:meth:`needs_confirmation`, then :meth:`confirm`), after which the
+    broadcasts cover that user. ``margin`` (seconds) allows for clock skew
+    between gateway instances: ``iat`` comes from the issuing instance's clock.
     """
+
+    DELETED = float("inf")
 
     def __init__(self, ttl_seconds, margin=2, max_size=100_000, clock=time.time):
         self.ttl = ttl_seconds + margin
@@ -86,31 +113,36 @@ class RevokedUsers:
         self.max_size = max_size
         self.clock = clock
         self.listening_since = None
-        self._revoked = OrderedDict()  # user id -> time revoked, oldest first
+        self._floors = OrderedDict()  # user id -> (lowest valid version, when set), oldest first
         self._confirmed = set()
 
     def subscribed(self):
-        """The broadcast queue was (re)declared: deletions before now may be unknown."""
+        """The broadcast queues were (re)declared: changes before now may be unknown."""
         self.listening_since = self.clock()
         self._confirmed.clear()
 
-    def revoke(self, user_id):
+    def raise_floor(self, user_id, version):
+        """Refuse ``user_id``'s tokens of a version below ``version`` from now on."""
         now = self.clock()
-        self._revoked.pop(user_id, None)
-        self._revoked[user_id] = now
+        current = self._floors.pop(user_id, None)
+        if current is not None and now - current[1] <= self.ttl:
+            version = max(version, current[0])
+        self._floors[user_id] = (version, now)
         self._forget_expired(now)
-        if len(self._revoked) > self.max_size:
-            # forgetting a live entry would let its tokens through: instead,
+        if len(self._floors) > self.max_size:
+            # forgetting a live floor would let its tokens through: instead,
             # act as if just subscribed, so older tokens are confirmed again
-            self._revoked.popitem(last=False)
+            self._floors.popitem(last=False)
             self.subscribed()
 
-    def is_revoked(self, user_id, issued_at):
-        revoked_at = self._revoked.get(user_id)
-        if revoked_at is None or self.clock() - revoked_at > self.ttl:
+    def user_deleted(self, user_id):
+        self.raise_floor(user_id, self.DELETED)
+
+    def is_revoked(self, user_id, version):
+        floor = self._floors.get(user_id)
+        if floor is None or self.clock() - floor[1] > self.ttl:
             return False
-        # a token issued well after the deletion belongs to a new user of a reused id
-        return issued_at <= revoked_at + self.margin
+        return version < floor[0]
 
     def needs_confirmation(self, user_id, issued_at):
         if self.listening_since is None:
@@ -119,84 +151,31 @@ class RevokedUsers:
             return False
         return user_id not in self._confirmed
 
-    def confirm(self, user_id):
+    def confirm(self, user_id, current_version):
+        """What the users service says now: its version, or ``None`` if it is gone."""
+        self.raise_floor(user_id, self.DELETED if current_version is None else current_version)
         if len(self._confirmed) < self.max_size:
             self._confirmed.add(user_id)
 
     def _forget_expired(self, now):
-        while self._revoked:
-            user_id, revoked_at = next(iter(self._revoked.items()))
-            if now - revoked_at <= self.ttl:
+        while self._floors:
+            user_id, (_, since) = next(iter(self._floors.items()))
+            if now - since <= self.ttl:
                 break
-            del self._revoked[user_id]
+            del self._floors[user_id]
 
 
-class LoginThrottle:
-    """Refuses logins for an email after repeated failures, for a while.
-
-    ``max_failures`` failed logins within ``window`` seconds lock the email for
-    ``lockout`` seconds; while locked, even the right password gets 429, so
-    guessing gains nothing. A success clears the failures. Per process; at most
-    ``max_keys`` emails are tracked (the oldest are forgotten first).
-    """
-
-    def __init__(
-        self, max_failures=5, window=300, lockout=300, max_keys=10_000, clock=time.monotonic
-    ):
-        self.max_failures = max_failures
-        self.window = window
-        self.lockout = lockout
-        self.max_keys = max_keys
-        self.clock = clock
-        self._failures = OrderedDict()  # key -> deque of failure times
-        self._locked = {}  # key -> locked until
-
-    def retry_after(self, key):
-        """Seconds until ``key`` may try again; 0 if it may now."""
-        until = self._locked.get(key)
-        if until is None:
-            return 0
-        left = until - self.clock()
-        if left <= 0:
-            del self._locked[key]
-            return 0
-        return max(1, int(left + 0.999))
-
-    def failed(self, key):
-        now = self.clock()
-        failures = self._failures.pop(key, None) or deque()
-        failures.append(now)
-        while failures and now - failures[0] > self.window:
-            failures.popleft()
-        if len(failures) >= self.max_failures:
-            self._locked[key] = now + self.lockout
-            failures.clear()
-        else:
-            self._failures[key] = failures
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
-        if len(self._locked) > self.max_keys:
-            for stale in [k for k, until in self._locked.items() if until <= now]:
-                del self._locked[stale]
-
-    def succeeded(self, key):
-        self._failures.pop(key, None)
-
-
-def check_access(authorization, decode_access, revoked, user_exists):
+def check_access(authorization, decode_access, revoked, current_token_version):
     """The :class:`Caller` of a request, or :class:`AuthenticationFailed`.
 
-    ``decode_access(token)`` checks the signature, expiry and type;
-    ``revoked`` is this instance's :class:`RevokedUsers`; ``user_exists(id)``
-    asks the users service, which happens only for tokens issued before this
-    instance subscribed to deletions (see :class:`RevokedUsers`).
+    ``decode_access(token)`` checks the signature, expiry and type; ``revoked``
+    is this instance's :class:`RevokedTokens`; ``current_token_version(id)``
+    asks the users service (``None`` for a deleted user), which happens only
+    for tokens issued before this instance subscribed to changes.
     """
     caller = Caller.from_claims(decode_access(bearer_token(authorization)))
-    if revoked.is_revoked(caller.user_id, caller.issued_at):
-        raise AuthenticationFailed("token revoked: the user no longer exists")
     if revoked.needs_confirmation(caller.user_id, caller.issued_at):
-        if not user_exists(caller.user_id):
-            revoked.revoke(caller.user_id)
-            raise AuthenticationFailed("token revoked: the user no longer exists")
-        revoked.confirm(caller.user_id)
+        revoked.confirm(caller.user_id, current_token_version(caller.user_id))
+    if revoked.is_revoked(caller.user_id, caller.token_version):
+        raise AuthenticationFailed(REVOKED)
     return caller

@@ -1,4 +1,4 @@
-"""The gateway's nameko dependencies: tokens, revocations, login throttling.
+"""The gateway's nameko dependencies: tokens, revocations, client addresses.
 
 Each holds per-container state created in ``setup`` and hands the same object
 to every worker; the logic they wrap lives in :mod:`gateway.auth` and
@@ -12,8 +12,9 @@ from datetime import timedelta
 from nameko.events import BROADCAST, EventHandler
 from nameko.extensions import DependencyProvider
 
-from gateway.auth import LoginThrottle, RevokedUsers
-from gateway.settings import jwt_secret
+from gateway.auth import RevokedTokens
+from gateway.http import client_address
+from gateway.settings import jwt_secret, trusted_proxies
 from shared import tokens
 from shared.config import ConfigError
 
@@ -63,8 +64,15 @@ class Tokens(DependencyProvider):
 
     def issue_pair(self, user, refresh_jti, now):
         """Access and refresh tokens for ``user`` (a users-service dict)."""
+        version = user.get("token_version", 0)
         access, _ = tokens.issue(
-            self.secret, user["id"], user["role"], tokens.ACCESS, self.access_lifetime, now
+            self.secret,
+            user["id"],
+            user["role"],
+            tokens.ACCESS,
+            self.access_lifetime,
+            now,
+            token_version=version,
         )
         refresh, refresh_claims = tokens.issue(
             self.secret,
@@ -74,6 +82,7 @@ class Tokens(DependencyProvider):
             self.refresh_lifetime,
             now,
             jti=refresh_jti,
+            token_version=version,
         )
         return TokenPair(access, refresh, refresh_claims, int(self.access_lifetime.total_seconds()))
 
@@ -102,30 +111,28 @@ class Tokens(DependencyProvider):
 
 
 class Revocations(DependencyProvider):
-    """One :class:`RevokedUsers` per container, as long-lived as the access tokens."""
+    """One :class:`RevokedTokens` per container, as long-lived as the access tokens."""
 
     def setup(self):
         minutes = int(self.container.config.get("ACCESS_TOKEN_MINUTES", 15))
-        self.revoked = RevokedUsers(ttl_seconds=minutes * 60)
+        self.revoked = RevokedTokens(ttl_seconds=minutes * 60)
 
     def get_dependency(self, worker_ctx):
         return self.revoked
 
 
-class LoginGuard(DependencyProvider):
-    """One :class:`LoginThrottle` per container (config: ``LOGIN_MAX_FAILURES``,
-    ``LOGIN_WINDOW_SECONDS``, ``LOGIN_LOCKOUT_SECONDS``; defaults 5, 300, 300)."""
+class ClientAddresses(DependencyProvider):
+    """``client_address(request)``: the socket peer, or ``X-Forwarded-For`` when the
+    peer is one of ``TRUSTED_PROXIES`` (see :func:`gateway.http.client_address`)."""
 
     def setup(self):
-        config = self.container.config
-        self.throttle = LoginThrottle(
-            max_failures=int(config.get("LOGIN_MAX_FAILURES", 5)),
-            window=float(config.get("LOGIN_WINDOW_SECONDS", 300)),
-            lockout=float(config.get("LOGIN_LOCKOUT_SECONDS", 300)),
-        )
+        self.trusted = trusted_proxies(self.container.config)
 
     def get_dependency(self, worker_ctx):
-        return self.throttle
+        return self
+
+    def __call__(self, request):
+        return client_address(request, self.trusted)
 
 
 class RevocationFeed(EventHandler):

@@ -12,9 +12,11 @@ from shared.exceptions import (
     AuthenticationFailed,
     Conflict,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidInput,
     NotFound,
     ServiceError,
+    TooManyRequests,
     Unavailable,
 )
 from shared.rpc import DependencyTimeout
@@ -26,16 +28,6 @@ class BadRequest(ServiceError):
     code = "BAD_REQUEST"
 
 
-class TooManyRequests(ServiceError):
-    """Refused for a while; ``retry_after`` is in seconds."""
-
-    code = "TOO_MANY_REQUESTS"
-
-    def __init__(self, message, retry_after):
-        super().__init__(message, {"retry_after": retry_after})
-        self.retry_after = retry_after
-
-
 ERRORS = {
     # the contract's failures, raised by us or re-raised from RPC
     BadRequest: (400, "BAD_REQUEST"),
@@ -44,6 +36,7 @@ ERRORS = {
     NotFound: (404, "NOT_FOUND"),
     Conflict: (409, "CONFLICT"),
     InvalidInput: (422, "VALIDATION_ERROR"),
+    IdempotencyKeyReused: (422, "IDEMPOTENCY_KEY_REUSED"),
     TooManyRequests: (429, "TOO_MANY_REQUESTS"),
     Unavailable: (503, "UNAVAILABLE"),
     DependencyTimeout: (504, "TIMEOUT"),

@@ -11,6 +11,7 @@ data (where :class:`shared.logs.LoggingContext` and RPC headers pick it up) and
 turns exceptions into JSON errors through :mod:`gateway.errors`.
 """
 
+import ipaddress
 import json
 import logging
 import re
@@ -93,37 +94,86 @@ def read_json(request, max_bytes=None):
         body = json.loads(raw.decode(request.mimetype_params.get("charset", "utf-8")))
     except (ValueError, LookupError, RecursionError) as error:
         raise BadRequest("the body is not valid JSON", {"body": [str(error)[:200]]}) from None
-    refuse_nul_characters(body)
+    refuse_unstorable_characters(body)
     return body
 
 
-def refuse_nul_characters(body):
-    """422 if any string in ``body`` (key or value) holds U+0000.
+# what no field can hold: PostgreSQL cannot store U+0000 in text, and a lone
+# surrogate (valid in JSON's \uXXXX escapes) cannot be encoded to UTF-8 for
+# the database or the password hash
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_MESSAGE = "Must not contain NUL (\\u0000) or unpaired surrogate characters."
 
-    No field of the contract can hold one: PostgreSQL cannot store it in text,
-    and a service that meets one in a query fails (a login with such an email
-    was a 500). Refused here once, for every route, before any RPC.
+
+def refuse_unstorable_characters(body):
+    """422 if any string in ``body`` (key or value) holds NUL or a lone surrogate.
+
+    Such input was a 500 deep in a service (a database or the password hash
+    failing on it); it is refused here once, for every route, before any RPC.
+    ``details`` has the nested shape of every field error; a bad key is
+    reported on its object (``_schema``), a bad non-object body as ``_schema``.
     """
-    pending = [("", body)]
+    details = {}
+    for path in _unstorable_paths(body):
+        *parents, last = path or ("_schema",)
+        node = details
+        for key in parents:
+            node = node.setdefault(key, {})
+        node.setdefault(last, [UNSTORABLE_MESSAGE])
+    if details:
+        raise InvalidInput("invalid input", details)
+
+
+def _unstorable_paths(body, limit=20):
+    """Paths (tuples of keys, list indexes as strings) of unstorable strings.
+
+    Iterative, so a deeply nested body cannot exhaust the stack.
+    """
     found = []
-    while pending and len(found) < 5:
+    pending = [((), body)]
+    while pending and len(found) < limit:
         path, value = pending.pop()
         if isinstance(value, str):
-            if "\x00" in value:
-                found.append(path or "body")
+            if UNSTORABLE.search(value):
+                found.append(path)
         elif isinstance(value, dict):
             for key, item in value.items():
-                if "\x00" in key:
-                    found.append(path or "body")
-                pending.append((f"{path}.{key}" if path else key, item))
+                if UNSTORABLE.search(key):
+                    found.append((*path, "_schema"))
+                else:
+                    pending.append(((*path, key), item))
         elif isinstance(value, list):
-            pending.extend(
-                (f"{path}.{index}" if path else str(index), item)
-                for index, item in enumerate(value)
-            )
-    if found:
-        message = "Must not contain NUL characters (\\u0000)."
-        raise InvalidInput("invalid input", {path: [message] for path in sorted(found)})
+            pending.extend(((*path, str(index)), item) for index, item in enumerate(value))
+    return found
+
+
+def client_address(request, trusted_proxies=()):
+    """The address a request came from, for throttling.
+
+    The socket peer, unless the peer is one of ``trusted_proxies`` (networks):
+    then the right-most ``X-Forwarded-For`` entry that is not itself a trusted
+    proxy (entries to its left are the client's to write, so never believed).
+    """
+    peer = request.remote_addr or "unknown"
+    if not trusted_proxies or not _in_networks(peer, trusted_proxies):
+        return peer
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    for entry in reversed([part.strip() for part in forwarded.split(",")]):
+        try:
+            address = ipaddress.ip_address(entry)
+        except ValueError:
+            return peer  # garbled by someone: fall back on what we know
+        if not _in_networks(address, trusted_proxies):
+            return str(address)
+    return peer
+
+
+def _in_networks(address, networks):
+    try:
+        address = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def load_params(schema, params, message="invalid query parameters"):

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import eventlet
 
 from gateway import auth, openapi
-from gateway.dependencies import LoginGuard, Revocations, Tokens, revocation_feed
-from gateway.errors import BadRequest, TooManyRequests, error_body
+from gateway.dependencies import ClientAddresses, Revocations, Tokens, revocation_feed
+from gateway.errors import BadRequest, error_body
 from gateway.http import (
     json_response,
     load_params,
@@ -67,7 +67,7 @@ class GatewayService:
     http_metrics = HttpMetrics()
     tokens = Tokens()
     revoked = Revocations()
-    logins = LoginGuard()
+    client_address = ClientAddresses()
     users = TimedRpcProxy("users")
     orders = TimedRpcProxy("orders")
 
@@ -78,15 +78,15 @@ class GatewayService:
             request.headers.get("Authorization"),
             self.tokens.decode_access,
             self.revoked,
-            self._user_exists,
+            self._current_token_version,
         )
 
-    def _user_exists(self, user_id):
+    def _current_token_version(self, user_id):
+        """The user's token version now, or ``None`` if the user is gone."""
         try:
-            self.users.get_user(user_id)
+            return self.users.get_token_version(user_id)
         except NotFound:
-            return False
-        return True
+            return None
 
     def _token_pair(self, user, refresh_jti, now):
         return json_response(self.tokens.issue_pair(user, refresh_jti, now).body())
@@ -96,7 +96,13 @@ class GatewayService:
     @revocation_feed("users", "user_deleted")
     def on_user_deleted(self, payload):
         """Refuse the deleted user's access tokens on this instance from now on."""
-        self.revoked.revoke(int(payload["user_id"]))
+        self.revoked.user_deleted(int(payload["user_id"]))
+
+    @revocation_feed("users", "user_updated")
+    def on_user_updated(self, payload):
+        """After a password or role change, refuse the user's older tokens here too."""
+        if "token_version" in payload:
+            self.revoked.raise_floor(int(payload["user_id"]), int(payload["token_version"]))
 
     # --- users -----------------------------------------------------------------------------
 
@@ -112,16 +118,13 @@ class GatewayService:
     @route("POST", "/v1/auth/token")
     def issue_token(self, request):
         credentials = load(CredentialsSchema, read_json(request))
-        email = credentials["email"]
-        wait = self.logins.retry_after(email)
-        if wait:
-            raise TooManyRequests("too many failed logins: try again later", wait)
-        try:
-            user = self.users.authenticate(email, credentials["password"])
-        except AuthenticationFailed:
-            self.logins.failed(email)
-            raise
-        self.logins.succeeded(email)
+        # failures are counted (and logins refused) by the users service, per email
+        # and per client address, so every gateway replica sees the same count
+        user = self.users.authenticate(
+            credentials["email"],
+            credentials["password"],
+            client_address=self.client_address(request),
+        )
         now = datetime.now(UTC)
         jti = self.tokens.new_refresh_jti()
         expires = self.tokens.refresh_expiry(now).isoformat()
@@ -149,8 +152,8 @@ class GatewayService:
         try:
             return json_response(self.users.get_user(caller.user_id))
         except NotFound:
-            self.revoked.revoke(caller.user_id)
-            raise AuthenticationFailed("token revoked: the user no longer exists") from None
+            self.revoked.user_deleted(caller.user_id)
+            raise AuthenticationFailed(auth.REVOKED) from None
 
     @route("GET", f"/v1/users/{USER_ID}")
     def get_user(self, request, user_id):
@@ -169,15 +172,21 @@ class GatewayService:
         caller = self._caller(request)
         auth.require_self_or_admin(caller, user_id)
         body = read_json(request)
-        auth.check_changes(caller, body)
-        changes = load(UserUpdateSchema, body)
-        return json_response(self.users.update_user(user_id, changes))
+        auth.check_role_change(caller, body)
+        changes = auth.changes_to_send(caller, user_id, load(UserUpdateSchema, body))
+        user = self.users.update_user(user_id, changes)
+        if "password" in changes or "role" in changes:
+            # at once here; the user_updated broadcast tells the other instances
+            version = self._current_token_version(user_id)
+            if version is not None:
+                self.revoked.raise_floor(user_id, version)
+        return json_response(user)
 
     @route("DELETE", f"/v1/users/{USER_ID}")
     def delete_user(self, request, user_id):
         auth.require_self_or_admin(self._caller(request), user_id)
         self.users.delete_user(user_id)
-        self.revoked.revoke(user_id)  # at once here; the broadcast tells the other instances
+        self.revoked.user_deleted(user_id)  # at once here; the broadcast tells the others
         return no_content()
 
     # --- orders ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ changes something commits once, with its events, or raises and changes nothing.
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from orders.models import Customer, Order, OrderItem, ProcessedEvent, cents_to_decimal
 from shared.db import core_connection, upsert_insert
 from shared.events import event_id_of, handle_once
-from shared.exceptions import Conflict, InvalidInput, NotFound
+from shared.exceptions import Conflict, IdempotencyKeyReused, InvalidInput, NotFound
 from shared.outbox import utcnow
 from shared.pagination import paginate
 from shared.schemas import (
@@ -145,11 +146,11 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
 
     ``created`` is ``False`` when ``idempotency_key`` was already used by this
     user within 24 hours: the first order comes back and nothing is written (an
-    HTTP caller answers 201 for ``True``, 200 for ``False``). A replay returns the
-    first order whatever ``items`` say this time. Concurrent calls with one key
-    race on a unique constraint, not on a read: exactly one insert wins and the
-    others return the winner. After 24 hours the key is released and a new
-    order is made.
+    HTTP caller answers 201 for ``True``, 200 for ``False``). A replay with other
+    ``items`` is refused (:class:`IdempotencyKeyReused`): a key names one request.
+    Concurrent calls with one key race on a unique constraint, not on a read:
+    exactly one insert wins and the others return the winner. After 24 hours
+    the key is released and a new order is made.
 
     Whether the user exists comes from the ``customers`` read model; only for a
     user it does not know yet is ``user_exists(user_id)`` called (it asks the
@@ -167,7 +168,7 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
         earlier = _key_holder(session, user_id, key)
         if earlier is not None and _fresh(earlier):
             session.rollback()
-            return {"order": get_order(session, earlier.id), "created": False}
+            return _replay(session, earlier.id, fields["items"])
 
     _require_customer(session, user_exists, user_id)
 
@@ -203,9 +204,25 @@ def create_order(session, outbox, user_exists, user_id, items, idempotency_key=N
         if winner is None:
             raise
         log.info("a concurrent call with the same idempotency key won: order %s", winner.id)
-        return {"order": get_order(session, winner.id), "created": False}
+        return _replay(session, winner.id, fields["items"])
     # dumped before the commit: reading it back after would cost two queries
     return {"order": data, "created": True}
+
+
+def _replay(session, order_id, items):
+    """The first order made with a key, if ``items`` are what made it."""
+    order = get_order(session, order_id)
+    if _lines(order["items"]) != _lines(items):
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different order: use a new key",
+            {"idempotency_key": ["Already used with a different body."]},
+        )
+    return {"order": order, "created": False}
+
+
+def _lines(items):
+    """Items compared by value: ``"19.9"``, ``"19.90"`` and ``Decimal("19.9")`` are one price."""
+    return [(item["sku"], item["quantity"], Decimal(item["unit_price"])) for item in items]
 
 
 def _insert_order(session, user_id, items, key):

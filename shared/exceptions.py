@@ -33,6 +33,13 @@ class InvalidInput(ServiceError):
 
 
 @deserialize_to_instance
+class IdempotencyKeyReused(InvalidInput):
+    """An ``Idempotency-Key`` already used by this user for a different request."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+@deserialize_to_instance
 class NotFound(ServiceError):
     code = "NOT_FOUND"
 
@@ -55,6 +62,18 @@ class Forbidden(ServiceError):
 
 
 @deserialize_to_instance
+class TooManyRequests(ServiceError):
+    """Refused for a while; ``details["retry_after"]`` says how long, in seconds."""
+
+    code = "TOO_MANY_REQUESTS"
+
+    @property
+    def retry_after(self):
+        details = self.details if isinstance(self.details, dict) else {}
+        return max(1, int(details.get("retry_after", 1)))
+
+
+@deserialize_to_instance
 class Unavailable(ServiceError):
     """A dependency (database, another service) cannot be reached."""
 
@@ -63,4 +82,4 @@ class Unavailable(ServiceError):
 
 # What entrypoints list in ``expected_exceptions=``: failures that are the
 # caller's business, not crashes of ours, so nameko does not log them as errors.
-EXPECTED = (InvalidInput, NotFound, Conflict, AuthenticationFailed, Forbidden)
+EXPECTED = (InvalidInput, NotFound, Conflict, AuthenticationFailed, Forbidden, TooManyRequests)

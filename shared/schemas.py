@@ -55,8 +55,18 @@ def load(schema, data, message="invalid input"):
 
 
 def _no_control_characters(value):
-    if any(unicodedata.category(char) == "Cc" for char in value):
-        raise ValidationError("Must not contain control characters.")
+    # Cs: a lone surrogate, which JSON can carry but UTF-8 cannot store
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        raise ValidationError("Must not contain control or unpaired surrogate characters.")
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value):
+    """No NUL and no lone surrogate: neither can be stored or hashed."""
+    if _UNSTORABLE.search(value):
+        raise ValidationError("Must not contain NUL or unpaired surrogate characters.")
 
 
 class Name(fields.String):
@@ -72,9 +82,9 @@ class Name(fields.String):
 
 
 class Password(fields.String):
-    def __init__(self, **kwargs):
+    def __init__(self, min_length=PASSWORD_MIN, **kwargs):
         super().__init__(
-            validate=validate.Length(min=PASSWORD_MIN, max=PASSWORD_MAX),
+            validate=[validate.Length(min=min_length, max=PASSWORD_MAX), _storable],
             load_only=True,
             **kwargs,
         )
@@ -86,7 +96,7 @@ class UserCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    email = fields.Email(required=True, validate=validate.Length(max=EMAIL_MAX))
+    email = fields.Email(required=True, validate=[validate.Length(max=EMAIL_MAX), _storable])
     name = Name(required=True)
     password = Password(required=True)
     role = fields.String(load_default="user", validate=validate.OneOf(ROLES))
@@ -104,11 +114,15 @@ class UserUpdateSchema(Schema):
     name = Name()
     password = Password()
     role = fields.String(validate=validate.OneOf(ROLES))
+    # proves the caller knows the password they replace (required of a user changing their own)
+    current_password = Password(min_length=1)
 
     @validates_schema
     def something_to_change(self, data, **kwargs):
-        if not data:
+        if not set(data) - {"current_password"}:
             raise ValidationError("Give at least one of name, password, role.")
+        if "current_password" in data and "password" not in data:
+            raise ValidationError("Only with a new password.", "current_password")
 
 
 class CredentialsSchema(Schema):
@@ -119,7 +133,9 @@ class CredentialsSchema(Schema):
         required=True,
         validate=[validate.Length(min=1, max=EMAIL_MAX), _no_control_characters],
     )
-    password = fields.String(required=True, validate=validate.Length(min=1, max=PASSWORD_MAX))
+    password = fields.String(
+        required=True, validate=[validate.Length(min=1, max=PASSWORD_MAX), _storable]
+    )
 
     @post_load
     def normalise_email(self, data, **kwargs):

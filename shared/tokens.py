@@ -20,6 +20,8 @@ ACCESS = "access"
 REFRESH = "refresh"
 TOKEN_TYPES = (ACCESS, REFRESH)
 REQUIRED_CLAIMS = ("sub", "role", "exp", "iat", "jti", "type")
+# the user's token version; tokens issued before the claim existed count as version 0
+VERSION_CLAIM = "ver"
 # PyJWT warns below this length for HMAC keys, and so do we: refuse
 MIN_SECRET_BYTES = 32
 
@@ -39,10 +41,13 @@ def new_jti():
     return uuid.uuid4().hex
 
 
-def issue(secret, user_id, role, token_type, lifetime, now=None, jti=None):
+def issue(secret, user_id, role, token_type, lifetime, now=None, jti=None, token_version=0):
     """A signed token and its claims: ``(token, claims)``.
 
     ``lifetime`` is a ``timedelta``; ``now`` (an aware datetime) is for tests.
+    ``token_version`` is the user's version when the token was issued (claim
+    ``ver``): changing the password or the role raises it, and the gateway
+    refuses tokens of an older version.
     """
     if token_type not in TOKEN_TYPES:
         raise ValueError(f"unknown token type {token_type!r}")
@@ -55,6 +60,7 @@ def issue(secret, user_id, role, token_type, lifetime, now=None, jti=None):
         "exp": issued_at + int(lifetime.total_seconds()),
         "jti": jti or new_jti(),
         "type": token_type,
+        VERSION_CLAIM: token_version,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM), claims
 
@@ -93,6 +99,11 @@ def decode(secret, token, expected_type, now=None):
 
 def user_id_of(claims):
     return int(claims["sub"])
+
+
+def token_version_of(claims):
+    version = claims.get(VERSION_CLAIM, 0)
+    return version if type(version) is int else -1  # a forged odd value is never current
 
 
 def expires_at(claims):

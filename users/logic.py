@@ -5,12 +5,12 @@ No nameko here: a unit test calls these with a SQLite session, an
 something commits once, with its events, or raises and changes nothing.
 """
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import core_connection
 from shared.events import event_id_of, handle_once
-from shared.exceptions import AuthenticationFailed, Conflict, NotFound
+from shared.exceptions import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from shared.pagination import paginate
 from shared.schemas import (
     CredentialsSchema,
@@ -21,7 +21,9 @@ from shared.schemas import (
     load,
     require_id,
 )
-from users.models import ProcessedEvent, User
+from users import logins
+from users.logins import LoginLimits
+from users.models import ProcessedEvent, RefreshToken, User
 
 user_schema = UserSchema()
 
@@ -91,19 +93,82 @@ def list_users(session, limit=20, cursor=None):
     return {"items": [dump(user) for user in users], "next_cursor": next_cursor}
 
 
-def update_user(session, outbox, hasher, user_id, changes):
+def update_user(session, outbox, hasher, user_id, changes, limits=None):
+    """Change a user's name, password or role.
+
+    ``current_password``, when given, must be the user's password (wrong:
+    :class:`InvalidInput`, counted as a failed login of that email, so it cannot
+    be guessed faster than a login). A new password or role raises the user's
+    ``token_version`` and ends every refresh token: every token issued before
+    the change stops working, and the user logs in again.
+    """
     user = _get(session, user_id)
     fields = load(UserUpdateSchema, changes)
+    current_password = fields.pop("current_password", None)
+    if current_password is not None:
+        _check_current_password(session, hasher, user, current_password, limits or LoginLimits())
     changed = sorted(fields)
+    ends_sessions = "password" in fields or fields.get("role", user.role) != user.role
     if "password" in fields:
         user.password_hash = hasher.hash(fields.pop("password"))
     for name, value in fields.items():
         setattr(user, name, value)
+    if ends_sessions:
+        user.token_version += 1
+        end_sessions(session, user.id)
     outbox.add(
-        session, "user_updated", {"user_id": user.id, "changed": changed, "user": _event_user(user)}
+        session,
+        "user_updated",
+        {
+            "user_id": user.id,
+            "changed": changed,
+            "user": _event_user(user),
+            "token_version": user.token_version,
+        },
     )
     session.commit()
     return dump(user)
+
+
+def _check_current_password(session, hasher, user, password, limits):
+    key = logins.email_key(user.email)
+    logins.refuse_if_locked(session, [key])
+    if not hasher.verify(user.password_hash, password):
+        user_id = user.id
+        session.rollback()
+        logins.record_failure(session, limits, [(key, limits.per_email)])
+        raise InvalidInput(
+            f"invalid changes to user {user_id}",
+            {"current_password": ["Does not match the current password."]},
+        )
+
+
+def get_token_version(db, user_id):
+    """The user's current token version (see :func:`update_user`), or :class:`NotFound`."""
+    user_id = require_id(user_id, "user_id")
+    version = core_connection(db).execute(_TOKEN_VERSION, {"user_id": user_id}).scalar()
+    if version is None:
+        raise NotFound(f"user {user_id} not found")
+    return version
+
+
+_TOKEN_VERSION = select(User.__table__.c.token_version).where(
+    User.__table__.c.id == bindparam("user_id")
+)
+
+
+def with_token_version(user):
+    """The user as the gateway needs it to issue tokens: the dump and its token version."""
+    return {**dump(user), "token_version": user.token_version}
+
+
+def end_sessions(session, user_id):
+    """Delete every refresh token of ``user_id`` (in the caller's transaction).
+
+    Deleted, not marked used: an old token then fails as unknown, and its later
+    use does not look like the theft of a newer one (see :mod:`users.sessions`).
+    """
+    session.execute(delete(RefreshToken).where(RefreshToken.user_id == user_id))
 
 
 def delete_user(session, outbox, user_id):
@@ -113,21 +178,31 @@ def delete_user(session, outbox, user_id):
     session.commit()
 
 
-def authenticate(session, hasher, email, password):
-    """The user with these credentials, or :class:`AuthenticationFailed`.
+def authenticate(session, hasher, email, password, client_address=None, limits=None):
+    """The user with these credentials (with its ``token_version``), or
+    :class:`AuthenticationFailed`; :class:`TooManyRequests` while the email or
+    the client address is locked (see :mod:`users.logins`).
 
     An unknown email costs the same hashing time as a wrong password, and both
     fail with the same message, so neither timing nor text tells which it was.
     """
     credentials = load(CredentialsSchema, {"email": email, "password": password})
+    limits = limits or LoginLimits()
+    keys = [(logins.email_key(credentials["email"]), limits.per_email)]
+    if client_address is not None:
+        keys.append((logins.address_key(client_address), limits.per_address))
+    logins.refuse_if_locked(session, [key for key, _ in keys])
     user = session.scalars(select(User).where(User.email == credentials["email"])).first()
     if user is None:
         hasher.burn(credentials["password"])
     elif hasher.verify(user.password_hash, credentials["password"]):
         if hasher.needs_rehash(user.password_hash):
             user.password_hash = hasher.hash(credentials["password"])
-            session.commit()
-        return dump(user)
+        found = with_token_version(user)
+        logins.clear_failures(session, keys[0][0])
+        return found
+    session.rollback()
+    logins.record_failure(session, limits, keys)
     raise AuthenticationFailed("wrong email or password")
 
 

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime
@@ -25,6 +25,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20), default="user")
     # read model, fed by order events
     order_count: Mapped[int] = mapped_column(Integer, default=0)
+    # raised by a password or role change: the gateway refuses tokens of an older version
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -55,3 +57,27 @@ class RefreshToken(Base):
 
 class ProcessedEvent(ProcessedEventMixin, Base):
     pass
+
+
+class LoginFailure(Base):
+    """One failed login, counted against a throttle key (an email or a client address).
+
+    Kept here, not in a gateway's memory, so every gateway replica counts the
+    same failures (see :mod:`users.logins`).
+    """
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_failed_at", "key", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class LoginLock(Base):
+    """A throttle key refused until ``locked_until``."""
+
+    __tablename__ = "login_locks"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    locked_until: Mapped[datetime] = mapped_column(UTCDateTime)

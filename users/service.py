@@ -16,13 +16,14 @@ from shared.outbox import Outbox
 from shared.passwords import Passwords
 from shared.rpc import rpc
 from users import logic, sessions
+from users.logins import LoginLimits, check_login_limits
 from users.models import Base, OutboxEvent
 
 
 class UsersService(health.OperationalEndpoints):
     name = "users"
 
-    config = ConfigCheck(check_database, check_event_retries)
+    config = ConfigCheck(check_database, check_event_retries, check_login_limits)
     log_context = LoggingContext()
     heap = FrozenStartupHeap()
     metrics = Metrics(counter("users_registered_total", "Accounts created"))
@@ -47,15 +48,32 @@ class UsersService(health.OperationalEndpoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def update_user(self, user_id, changes):
-        return logic.update_user(self.db.session, self.outbox, self.passwords, user_id, changes)
+        """``changes``: name, password, role; ``current_password`` proves a self-change."""
+        return logic.update_user(
+            self.db.session, self.outbox, self.passwords, user_id, changes, self._login_limits()
+        )
 
     @rpc(expected_exceptions=EXPECTED)
     def delete_user(self, user_id):
         logic.delete_user(self.db.session, self.outbox, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
-    def authenticate(self, email, password):
-        return logic.authenticate(self.db.session, self.passwords, email, password)
+    def authenticate(self, email, password, client_address=None):
+        """The user (with its ``token_version``); failures are throttled per email
+        and per ``client_address`` (``TooManyRequests`` while locked)."""
+        return logic.authenticate(
+            self.db.session,
+            self.passwords,
+            email,
+            password,
+            client_address=client_address,
+            limits=self._login_limits(),
+        )
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_token_version(self, user_id):
+        """Tokens of ``user_id`` with an older version are void (password or role changed)."""
+        return logic.get_token_version(self.db.read_connection, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def store_refresh_token(self, user_id, jti, expires_at):
@@ -66,6 +84,9 @@ class UsersService(health.OperationalEndpoints):
     def rotate_refresh_token(self, old_jti, new_jti, new_expires_at):
         """Spend a refresh token for a new one; returns the user as it is now."""
         return sessions.rotate_refresh_token(self.db.session, old_jti, new_jti, new_expires_at)
+
+    def _login_limits(self):
+        return LoginLimits.from_config(self.config)
 
     @event_handler("orders", "order_created")
     def handle_order_created(self, payload):

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from shared.exceptions import AuthenticationFailed, InvalidInput, NotFound
 from shared.outbox import utcnow
 from shared.schemas import require_id
-from users.logic import dump
+from users.logic import with_token_version
 from users.models import RefreshToken, User
 
 JTI_MAX = 64
@@ -62,7 +62,8 @@ def rotate_refresh_token(session, old_jti, new_jti, new_expires_at):
 
     Fails with :class:`AuthenticationFailed` if the old token is unknown, expired,
     already used (then every token of its user is revoked) or its user is gone.
-    The user is returned as it is now, so a role change shows in the next token.
+    The user is returned as it is now (with its ``token_version``), so the next
+    tokens carry its current role and version.
     """
     old_jti = _jti(old_jti, "old_jti")
     row = RefreshToken(
@@ -88,7 +89,7 @@ def rotate_refresh_token(session, old_jti, new_jti, new_expires_at):
     row.user_id = user_id
     session.add(row)
     session.commit()
-    return dump(user)
+    return with_token_version(user)
 
 
 def _revoke_family_if_reused(session, jti):

@@ -183,13 +183,16 @@ def test_reusing_a_rotated_refresh_token_also_revokes_its_successor(api):
     assert_error(response, 401, "UNAUTHORIZED")
 
 
-def test_refreshing_carries_a_role_change_into_the_new_token(api, module_rpc):
+def test_a_role_change_ends_the_sessions_and_the_next_login_carries_the_role(api, module_rpc):
     who = api.user()
     module_rpc.users.update_user(who.id, {"role": "admin"})
-    pair = api.call(
+    refreshed = api.call(
         "POST", "/v1/auth/refresh", json={"refresh_token": who.pair["refresh_token"]}
-    ).json()
-    assert tokens.decode(GATEWAY_JWT_SECRET, pair["access_token"], tokens.ACCESS)["role"] == "admin"
+    )
+    assert_error(refreshed, 401, "UNAUTHORIZED")
+    pair = api.login(who.user)
+    claims = tokens.decode(GATEWAY_JWT_SECRET, pair["access_token"], tokens.ACCESS)
+    assert (claims["role"], claims["ver"]) == ("admin", 1)
 
 
 def test_refreshing_without_a_token_is_422(api):
@@ -337,9 +340,12 @@ def test_updating_a_user_with_nothing_to_change_is_422(api):
 def test_a_new_password_works_for_the_next_login(api):
     who = api.user()
     changed = api.call(
-        "PATCH", f"/v1/users/{who.id}", who.token, json={"password": "new password!"}
+        "PATCH",
+        f"/v1/users/{who.id}",
+        who.token,
+        json={"password": "new password!", "current_password": PASSWORD},
     )
-    assert changed.status_code == 200
+    assert changed.status_code == 200, changed.text
     login = api.call(
         "POST", "/v1/auth/token", json={"email": who.user["email"], "password": "new password!"}
     )

@@ -44,6 +44,12 @@ class StandInUsers:
         return self.known[user_id]
 
     @rpc
+    def get_token_version(self, user_id):
+        if user_id not in self.known:
+            raise NotFound(f"user {user_id} not found")
+        return 0
+
+    @rpc
     def health(self):
         return {"service": "users", "status": "ok", "checks": {}}
 

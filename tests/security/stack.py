@@ -13,8 +13,13 @@ import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from tests.conftest import POSTGRES_URL, PostgresDatabases
-from tests.fault.harness import System, Vhost
+from tests.fault.harness import System
 from tests.system.processes import JWT_SECRET
+
+# these tests break nothing, so they run on the machine's broker, in a vhost of their own
+AMQP_BASE = "amqp://guest:guest@127.0.0.1:5672"
+MANAGEMENT_URL = "http://127.0.0.1:15672/api"
+GUEST = ("guest", "guest")
 
 PASSWORD = "correct horse battery"
 
@@ -64,6 +69,30 @@ class Stack:
 
     def logs(self):
         return self.system.logs()
+
+
+class Vhost:
+    """A throwaway vhost on the machine's RabbitMQ, made and deleted through its management API."""
+
+    def __init__(self):
+        self.name = f"security-{uuid.uuid4().hex[:10]}"
+        self.amqp_uri = f"{AMQP_BASE}/{self.name}"
+
+    def create(self):
+        requests.put(
+            f"{MANAGEMENT_URL}/vhosts/{self.name}", auth=GUEST, timeout=10
+        ).raise_for_status()
+        requests.put(
+            f"{MANAGEMENT_URL}/permissions/{self.name}/guest",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+            auth=GUEST,
+            timeout=10,
+        ).raise_for_status()
+        return self
+
+    def delete(self):
+        with contextlib.suppress(requests.RequestException):
+            requests.delete(f"{MANAGEMENT_URL}/vhosts/{self.name}", auth=GUEST, timeout=10)
 
 
 @contextlib.contextmanager

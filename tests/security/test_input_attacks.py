@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from gateway.http import UNSTORABLE_MESSAGE
 from tests.security.stack import PASSWORD
 
 pytestmark = pytest.mark.integration
@@ -123,9 +124,7 @@ def test_a_nul_anywhere_in_a_body_is_422_naming_where_before_any_service_sees_it
         "POST", "/v1/auth/token", json={"email": "a\x00@example.com", "password": PASSWORD}
     )
     assert response.status_code == 422, response.text
-    assert error_shape(response)["details"] == {
-        "email": ["Must not contain NUL characters (\\u0000)."]
-    }
+    assert error_shape(response)["details"] == {"email": [UNSTORABLE_MESSAGE]}
 
 
 @pytest.mark.parametrize("password", INJECTIONS + UNICODE + ["p" * 128, "\U0001f600" * 8])

@@ -12,10 +12,10 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from gateway import openapi
-from gateway.errors import BadRequest, TooManyRequests, describe
-from gateway.http import read_json, request_id_from
+from gateway.errors import BadRequest, describe
+from gateway.http import client_address, read_json, request_id_from
 from gateway.service import GatewayService
-from gateway.settings import check_gateway, jwt_secret
+from gateway.settings import check_gateway, jwt_secret, trusted_proxies
 from shared.config import ConfigError
 from shared.exceptions import (
     AuthenticationFailed,
@@ -23,11 +23,13 @@ from shared.exceptions import (
     Forbidden,
     InvalidInput,
     NotFound,
+    TooManyRequests,
     Unavailable,
 )
 from shared.rpc import DependencyTimeout
 
-STRONG = "s" * 32
+# made once with secrets.token_urlsafe(32): what an operator is told to set
+STRONG = "q3ZK0vU9bM2xW7hT1yLc8RdNf5aEgJ4sPo6iHkQeVnA"
 
 
 @pytest.mark.parametrize(
@@ -39,7 +41,7 @@ STRONG = "s" * 32
         (NotFound("gone"), 404, "NOT_FOUND"),
         (Conflict("taken"), 409, "CONFLICT"),
         (InvalidInput("bad", {"email": ["x"]}), 422, "VALIDATION_ERROR"),
-        (TooManyRequests("slow down", 30), 429, "TOO_MANY_REQUESTS"),
+        (TooManyRequests("slow down", {"retry_after": 30}), 429, "TOO_MANY_REQUESTS"),
         (Unavailable("down"), 503, "UNAVAILABLE"),
         (DependencyTimeout("slow"), 504, "TIMEOUT"),
         (http.NotFound(), 404, "NOT_FOUND"),
@@ -79,7 +81,7 @@ def test_a_405_says_which_methods_are_allowed():
 
 
 def test_a_429_says_when_to_retry_and_a_401_which_scheme():
-    assert describe(TooManyRequests("slow", 42))[4] == {"Retry-After": "42"}
+    assert describe(TooManyRequests("slow", {"retry_after": 42}))[4] == {"Retry-After": "42"}
     assert describe(AuthenticationFailed("no"))[4] == {"WWW-Authenticate": "Bearer"}
 
 
@@ -206,3 +208,42 @@ def test_the_document_uses_the_shared_contracts():
     assert {"User", "UserCreate", "Order", "OrderCreate", "Item", "Error"} <= set(schemas)
     assert "password" not in schemas["User"]["properties"]
     assert schemas["Item"]["properties"]["unit_price"]["type"] == "string"
+
+
+# --- the client address, for login throttling --------------------------------------------------
+
+
+def request_from(peer, forwarded=None):
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    environ = EnvironBuilder(headers=headers, environ_base={"REMOTE_ADDR": peer}).get_environ()
+    return Request(environ)
+
+
+PROXIES = trusted_proxies({"TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"})
+
+
+def test_without_trusted_proxies_the_socket_peer_is_the_client():
+    assert client_address(request_from("203.0.113.5", "198.51.100.1"), ()) == "203.0.113.5"
+
+
+def test_an_untrusted_peer_cannot_claim_another_address():
+    assert client_address(request_from("203.0.113.5", "198.51.100.1"), PROXIES) == "203.0.113.5"
+
+
+def test_behind_trusted_proxies_the_rightmost_untrusted_forwarded_address_is_the_client():
+    # the client wrote the left-most entry itself: only what our proxies appended counts
+    request = request_from("127.0.0.1", "1.2.3.4, 198.51.100.7, 10.1.2.3")
+    assert client_address(request, PROXIES) == "198.51.100.7"
+
+
+@pytest.mark.parametrize("forwarded", ["", "not-an-address", "\xed\xa0\x80", "10.0.0.1"])
+def test_a_useless_forwarded_header_falls_back_on_the_peer(forwarded):
+    assert client_address(request_from("127.0.0.1", forwarded), PROXIES) == "127.0.0.1"
+
+
+def test_bad_trusted_proxies_refuse_to_start_saying_what_to_set():
+    problems = check_gateway({"JWT_SECRET": STRONG, "TRUSTED_PROXIES": "10.0.0.0/33"}, "gateway")
+    assert len(problems) == 1 and "set TRUSTED_PROXIES" in problems[0]

@@ -1,13 +1,13 @@
-"""gateway.auth: who may do what, revoked users, login throttling (no broker)."""
+"""gateway.auth: who may do what, and which tokens are refused (no broker)."""
 
 from datetime import timedelta
 
 import pytest
 
 from gateway import auth
-from gateway.auth import Caller, LoginThrottle, RevokedUsers
+from gateway.auth import Caller, RevokedTokens
 from shared import tokens
-from shared.exceptions import AuthenticationFailed, Forbidden, NotFound
+from shared.exceptions import AuthenticationFailed, Forbidden, InvalidInput, NotFound
 
 SECRET = "a-unit-test-secret-that-is-long-enough"
 
@@ -49,9 +49,27 @@ def test_admin_only_actions_are_forbidden_to_a_user():
 
 def test_only_an_admin_changes_a_role_even_their_own():
     with pytest.raises(Forbidden):
-        auth.check_changes(USER, {"role": "user"})
-    auth.check_changes(USER, {"name": "Ann"})
-    auth.check_changes(ADMIN, {"role": "admin"})
+        auth.check_role_change(USER, {"role": "user"})
+    auth.check_role_change(USER, {"name": "Ann"})
+    auth.check_role_change(ADMIN, {"role": "admin"})
+
+
+def test_changing_your_own_password_needs_the_current_one():
+    with pytest.raises(InvalidInput) as refused:
+        auth.changes_to_send(USER, 1, {"password": "new password"})
+    assert "current_password" in refused.value.details
+    with pytest.raises(InvalidInput):
+        auth.changes_to_send(ADMIN, 3, {"password": "new password"})  # an admin's own too
+    changes = {"password": "new password", "current_password": "old password"}
+    assert auth.changes_to_send(USER, 1, changes) == changes
+
+
+def test_an_admin_changes_someone_elses_password_without_the_current_one():
+    assert auth.changes_to_send(ADMIN, 1, {"password": "new password"}) == {
+        "password": "new password"
+    }
+    sent = {"password": "new password", "current_password": "whatever"}
+    assert auth.changes_to_send(ADMIN, 1, sent) == {"password": "new password"}
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer   ", "Basic abc", "token abc"])
@@ -64,159 +82,144 @@ def test_the_bearer_scheme_is_case_insensitive():
     assert auth.bearer_token("bearer abc") == "abc"
 
 
-def test_a_revoked_user_is_refused_for_tokens_issued_before_the_deletion():
+def test_a_deleted_user_is_refused_whatever_the_token_version():
     clock = Clock()
-    revoked = RevokedUsers(ttl_seconds=900, clock=clock)
-    revoked.revoke(1)
-    assert revoked.is_revoked(1, issued_at=clock.now - 60)
-    assert not revoked.is_revoked(2, issued_at=clock.now - 60)
+    revoked = RevokedTokens(ttl_seconds=900, clock=clock)
+    revoked.user_deleted(1)
+    assert revoked.is_revoked(1, version=0)
+    assert revoked.is_revoked(1, version=10**9)
+    assert not revoked.is_revoked(2, version=0)
 
 
-def test_a_new_user_with_a_reused_id_is_not_refused():
+def test_tokens_below_the_floor_are_refused_and_later_ones_pass():
+    revoked = RevokedTokens(ttl_seconds=900, clock=Clock())
+    revoked.raise_floor(1, 3)
+    assert revoked.is_revoked(1, version=2)
+    assert not revoked.is_revoked(1, version=3)
+
+
+def test_a_floor_never_goes_down():
+    revoked = RevokedTokens(ttl_seconds=900, clock=Clock())
+    revoked.raise_floor(1, 5)
+    revoked.raise_floor(1, 4)  # a late broadcast, or a look-up that raced one
+    assert revoked.is_revoked(1, version=4)
+
+
+def test_a_floor_is_forgotten_once_every_token_below_it_has_expired():
     clock = Clock()
-    revoked = RevokedUsers(ttl_seconds=900, clock=clock)
-    revoked.revoke(1)
-    assert not revoked.is_revoked(1, issued_at=clock.now + 60)
-
-
-def test_a_revocation_is_forgotten_once_every_token_it_covers_has_expired():
-    clock = Clock()
-    revoked = RevokedUsers(ttl_seconds=900, margin=2, clock=clock)
-    revoked.revoke(1)
+    revoked = RevokedTokens(ttl_seconds=900, margin=2, clock=clock)
+    revoked.raise_floor(1, 3)
     clock.now += 903
-    revoked.revoke(2)  # pruning happens on writes
-    assert not revoked.is_revoked(1, issued_at=clock.now - 1000)
-    assert len(revoked._revoked) == 1
+    revoked.raise_floor(2, 1)  # pruning happens on writes
+    assert not revoked.is_revoked(1, version=0)
+    assert len(revoked._floors) == 1
 
 
-def test_tokens_issued_before_subscribing_need_one_confirmation():
+def test_tokens_older_than_the_subscription_need_one_confirmation():
     clock = Clock()
-    revoked = RevokedUsers(ttl_seconds=900, margin=2, clock=clock)
+    revoked = RevokedTokens(ttl_seconds=900, margin=2, clock=clock)
     assert revoked.needs_confirmation(1, issued_at=clock.now - 100)  # not subscribed yet
     revoked.subscribed()
     assert revoked.needs_confirmation(1, issued_at=clock.now - 100)
-    revoked.confirm(1)
+    revoked.confirm(1, 0)
     assert not revoked.needs_confirmation(1, issued_at=clock.now - 100)
     assert not revoked.needs_confirmation(2, issued_at=clock.now + 10)
 
 
-def test_resubscribing_asks_for_confirmations_again():
+def test_a_resubscription_forgets_the_confirmations():
     clock = Clock()
-    revoked = RevokedUsers(ttl_seconds=900, clock=clock)
+    revoked = RevokedTokens(ttl_seconds=900, clock=clock)
     revoked.subscribed()
-    revoked.confirm(1)
-    clock.now += 30
+    revoked.confirm(1, 0)
+    clock.now += 5
     revoked.subscribed()
     assert revoked.needs_confirmation(1, issued_at=clock.now - 20)
 
 
-def test_overflowing_the_revocations_falls_back_to_confirmations_not_to_trust():
+def test_overflowing_floors_fall_back_to_confirmation():
     clock = Clock()
-    revoked = RevokedUsers(ttl_seconds=900, max_size=2, clock=clock)
+    revoked = RevokedTokens(ttl_seconds=900, max_size=2, clock=clock)
     revoked.subscribed()
-    revoked.confirm(1)
+    revoked.confirm(1, 0)
     for user_id in (1, 2, 3):
-        revoked.revoke(user_id)
-    assert not revoked.is_revoked(1, issued_at=clock.now - 10)  # forgotten ...
+        revoked.user_deleted(user_id)
+    assert not revoked.is_revoked(1, version=0)  # forgotten ...
     assert revoked.needs_confirmation(1, issued_at=clock.now - 10)  # ... so checked again
 
 
-def access_claims_decoder(user_id=1, role="user", issued=None):
+def access_claims_decoder(user_id=1, role="user", issued=None, version=0):
     def decode(token):
         assert token == "the-token"
-        now = issued
-        token, _ = tokens.issue(SECRET, user_id, role, tokens.ACCESS, timedelta(minutes=15), now)
+        token, _ = tokens.issue(
+            SECRET,
+            user_id,
+            role,
+            tokens.ACCESS,
+            timedelta(minutes=15),
+            issued,
+            token_version=version,
+        )
         return tokens.decode(SECRET, token, tokens.ACCESS)
 
     return decode
 
 
 def test_check_access_asks_users_once_for_an_older_token_then_trusts_the_broadcasts():
-    revoked = RevokedUsers(ttl_seconds=900)
+    revoked = RevokedTokens(ttl_seconds=900)
     asked = []
 
-    def user_exists(user_id):
+    def current_version(user_id):
         asked.append(user_id)
-        return True
+        return 0
 
     revoked.subscribed()
     revoked.listening_since += 60  # subscribed after the token was issued
     for _ in range(3):
         caller = auth.check_access(
-            "Bearer the-token", access_claims_decoder(), revoked, user_exists
+            "Bearer the-token", access_claims_decoder(), revoked, current_version
         )
     assert caller == Caller(user_id=1, role="user", issued_at=caller.issued_at)
     assert asked == [1]
 
 
 def test_check_access_refuses_and_remembers_a_user_that_is_gone():
-    revoked = RevokedUsers(ttl_seconds=900)
+    revoked = RevokedTokens(ttl_seconds=900)
     with pytest.raises(AuthenticationFailed):
-        auth.check_access("Bearer the-token", access_claims_decoder(), revoked, lambda _: False)
-    assert revoked.is_revoked(1, issued_at=0)
+        auth.check_access("Bearer the-token", access_claims_decoder(), revoked, lambda _: None)
+    assert revoked.is_revoked(1, version=0)
+
+
+def test_check_access_refuses_an_older_token_after_a_change_it_missed():
+    """A replica that was down when the password changed learns it from users."""
+    revoked = RevokedTokens(ttl_seconds=900)
+    revoked.subscribed()
+    revoked.listening_since += 60
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        auth.check_access("Bearer the-token", access_claims_decoder(), revoked, lambda _: 1)
+    assert auth.check_access(
+        "Bearer the-token", access_claims_decoder(version=1), revoked, lambda _: 1
+    )
 
 
 def test_check_access_does_not_ask_users_for_a_token_issued_after_subscribing():
-    revoked = RevokedUsers(ttl_seconds=900)
+    revoked = RevokedTokens(ttl_seconds=900)
     revoked.subscribed()
     revoked.listening_since -= 60
 
-    def user_exists(user_id):
+    def current_version(user_id):
         raise AssertionError("no RPC expected")
 
-    assert auth.check_access("Bearer the-token", access_claims_decoder(), revoked, user_exists)
+    assert auth.check_access("Bearer the-token", access_claims_decoder(), revoked, current_version)
 
 
-def test_check_access_refuses_a_revoked_user_without_asking():
-    revoked = RevokedUsers(ttl_seconds=900)
+def test_check_access_refuses_a_revoked_token_without_asking():
+    revoked = RevokedTokens(ttl_seconds=900)
     revoked.subscribed()
-    revoked.revoke(1)
+    revoked.listening_since -= 60
+    revoked.raise_floor(1, 1)
+
+    def current_version(user_id):
+        raise AssertionError("no RPC expected")
+
     with pytest.raises(AuthenticationFailed, match="revoked"):
-        auth.check_access("Bearer the-token", access_claims_decoder(), revoked, lambda _: True)
-
-
-def test_five_failed_logins_in_the_window_lock_the_email():
-    clock = Clock()
-    throttle = LoginThrottle(max_failures=5, window=300, lockout=300, clock=clock)
-    for _ in range(4):
-        throttle.failed("ann@example.com")
-        assert throttle.retry_after("ann@example.com") == 0
-    throttle.failed("ann@example.com")
-    assert throttle.retry_after("ann@example.com") == 300
-    assert throttle.retry_after("bob@example.com") == 0
-
-
-def test_the_lock_ends_after_the_lockout():
-    clock = Clock()
-    throttle = LoginThrottle(max_failures=2, window=300, lockout=300, clock=clock)
-    throttle.failed("a")
-    throttle.failed("a")
-    clock.now += 299.5
-    assert throttle.retry_after("a") == 1
-    clock.now += 1
-    assert throttle.retry_after("a") == 0
-
-
-def test_failures_outside_the_window_do_not_count():
-    clock = Clock()
-    throttle = LoginThrottle(max_failures=2, window=300, lockout=300, clock=clock)
-    throttle.failed("a")
-    clock.now += 301
-    throttle.failed("a")
-    assert throttle.retry_after("a") == 0
-
-
-def test_a_successful_login_clears_the_failures():
-    clock = Clock()
-    throttle = LoginThrottle(max_failures=2, window=300, lockout=300, clock=clock)
-    throttle.failed("a")
-    throttle.succeeded("a")
-    throttle.failed("a")
-    assert throttle.retry_after("a") == 0
-
-
-def test_the_throttle_tracks_a_bounded_number_of_emails():
-    throttle = LoginThrottle(max_failures=5, max_keys=3, clock=Clock())
-    for index in range(10):
-        throttle.failed(f"user{index}@example.com")
-    assert len(throttle._failures) == 3
+        auth.check_access("Bearer the-token", access_claims_decoder(), revoked, current_version)

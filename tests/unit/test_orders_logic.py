@@ -13,7 +13,13 @@ from sqlalchemy.orm import sessionmaker
 from orders import logic
 from orders.models import Order, OrderItem, OutboxEvent
 from shared.db import engine_for
-from shared.exceptions import Conflict, InvalidInput, NotFound, Unavailable
+from shared.exceptions import (
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from shared.outbox import OutboxWriter, utcnow
 
 ANN, BOB = 1, 2
@@ -254,11 +260,28 @@ def test_the_same_idempotency_key_returns_the_first_order_and_writes_nothing_mor
     create, orders_session
 ):
     first = create(key="k-1")
-    again = create(key="k-1", items=[{"sku": "OTHER", "quantity": 1, "unit_price": "1.00"}])
+    again = create(key="k-1")
     assert first["created"] is True
     assert again == {"order": first["order"], "created": False}
     assert count(orders_session) == 1
     assert len(events(orders_session)) == 1
+
+
+def test_a_replay_with_a_different_body_is_refused_and_writes_nothing(create, orders_session):
+    first = create(key="k-1")
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        create(key="k-1", items=[{"sku": "OTHER", "quantity": 1, "unit_price": "1.00"}])
+    assert refused.value.code == "IDEMPOTENCY_KEY_REUSED"
+    assert "idempotency_key" in refused.value.details
+    assert count(orders_session) == 1
+    assert len(events(orders_session)) == 1
+    assert create(key="k-1")["order"] == first["order"]
+
+
+def test_a_replay_compares_prices_by_value_not_by_spelling(create):
+    first = create(key="k-2", items=[{**ITEM, "unit_price": "19.90"}])["order"]
+    again = create(key="k-2", items=[{**ITEM, "unit_price": "19.9"}])
+    assert again == {"order": first, "created": False}
 
 
 def test_a_replay_needs_no_answer_from_users(create, orders_session, outbox):

@@ -30,8 +30,9 @@ def stored(users_session, user):
 
 
 def test_rotation_returns_the_user_and_makes_the_new_token_usable(users_session, user, stored):
-    assert sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7)) == user
-    assert sessions.rotate_refresh_token(users_session, "jti-2", "jti-3", in_days(7)) == user
+    current = {**user, "token_version": 0}
+    assert sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7)) == current
+    assert sessions.rotate_refresh_token(users_session, "jti-2", "jti-3", in_days(7)) == current
 
 
 def test_a_rotated_token_cannot_be_used_again(users_session, stored):
@@ -65,13 +66,36 @@ def test_a_failed_rotation_stores_nothing(users_session, user):
     assert users_session.get(RefreshToken, "jti-2") is None
 
 
-def test_rotation_returns_the_current_role(users_session, user, stored, fast_hasher):
+@pytest.mark.parametrize(
+    "changes", [{"role": "admin"}, {"password": "a brand new password"}], ids=["role", "password"]
+)
+def test_a_role_or_password_change_ends_every_refresh_token(
+    users_session, user, stored, fast_hasher, changes
+):
+    sessions.store_refresh_token(users_session, user["id"], "jti-other", in_days(7))
+    logic.update_user(users_session, OutboxWriter(OutboxEvent), fast_hasher, user["id"], changes)
+    assert users_session.scalars(select(RefreshToken)).all() == []
+    for jti in (stored, "jti-other"):
+        with pytest.raises(AuthenticationFailed):
+            sessions.rotate_refresh_token(users_session, jti, "jti-new", in_days(7))
+
+
+def test_a_name_change_keeps_the_refresh_tokens(users_session, user, stored, fast_hasher):
+    logic.update_user(
+        users_session, OutboxWriter(OutboxEvent), fast_hasher, user["id"], {"name": "Annie"}
+    )
+    assert sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7))["name"] == (
+        "Annie"
+    )
+
+
+def test_rotation_returns_the_current_role_and_token_version(users_session, user, fast_hasher):
     logic.update_user(
         users_session, OutboxWriter(OutboxEvent), fast_hasher, user["id"], {"role": "admin"}
     )
-    assert sessions.rotate_refresh_token(users_session, stored, "jti-2", in_days(7))["role"] == (
-        "admin"
-    )
+    sessions.store_refresh_token(users_session, user["id"], "jti-after", in_days(7))
+    rotated = sessions.rotate_refresh_token(users_session, "jti-after", "jti-2", in_days(7))
+    assert (rotated["role"], rotated["token_version"]) == ("admin", 1)
 
 
 def test_deleting_the_user_deletes_its_tokens(users_session, user, stored):

@@ -28,7 +28,8 @@ def test_an_issued_access_token_decodes_to_its_claims():
     token, claims = tokens.issue(SECRET, 7, "admin", tokens.ACCESS, MINUTES_15)
     decoded = tokens.decode(SECRET, token, tokens.ACCESS)
     assert decoded == claims
-    assert set(decoded) == {"sub", "role", "exp", "iat", "jti", "type"}
+    assert set(decoded) == {"sub", "role", "exp", "iat", "jti", "type", "ver"}
+    assert tokens.token_version_of(decoded) == 0
     assert decoded["sub"] == "7" and tokens.user_id_of(decoded) == 7
     assert decoded["exp"] - decoded["iat"] == 900
 

@@ -1,14 +1,22 @@
 """users.logic against a real database (SQLite and PostgreSQL), no broker."""
 
 import json
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from shared.exceptions import AuthenticationFailed, Conflict, InvalidInput, NotFound
-from shared.outbox import OutboxWriter
+from shared.exceptions import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooManyRequests,
+)
+from shared.outbox import OutboxWriter, utcnow
 from users import logic
-from users.models import OutboxEvent, User
+from users.logins import LoginLimits
+from users.models import LoginFailure, LoginLock, OutboxEvent, User
 
 PASSWORD = "correct horse battery"
 
@@ -195,7 +203,8 @@ def test_authenticate_accepts_the_right_password_in_any_email_case(
     create, users_session, fast_hasher
 ):
     user = create()
-    assert logic.authenticate(users_session, fast_hasher, "ANN@example.com", PASSWORD) == user
+    found = logic.authenticate(users_session, fast_hasher, "ANN@example.com", PASSWORD)
+    assert found == {**user, "token_version": 0}
 
 
 @pytest.mark.parametrize(
@@ -224,3 +233,143 @@ def test_a_deleted_users_id_is_never_given_to_the_next_user(create, users_sessio
     first = create(email="first@example.com")
     logic.delete_user(users_session, outbox, first["id"])
     assert create(email="second@example.com")["id"] != first["id"]
+
+
+# --- password and role changes end the user's tokens ------------------------------------------
+
+
+def token_version(session, user_id):
+    return session.scalar(select(User.token_version).where(User.id == user_id))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"password": "a brand new password"}, {"role": "admin"}],
+    ids=["password", "role"],
+)
+def test_a_password_or_role_change_raises_the_token_version_and_says_so(
+    create, users_session, outbox, fast_hasher, changes
+):
+    user = create()
+    logic.update_user(users_session, outbox, fast_hasher, user["id"], changes)
+    assert token_version(users_session, user["id"]) == 1
+    assert logic.get_token_version(users_session, user["id"]) == 1
+    event_type, payload = events(users_session)[-1]
+    assert (event_type, payload["token_version"]) == ("user_updated", 1)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"name": "Annie"}, {"role": "user"}], ids=["name", "same role"]
+)
+def test_other_changes_keep_the_token_version(create, users_session, outbox, fast_hasher, changes):
+    user = create()
+    logic.update_user(users_session, outbox, fast_hasher, user["id"], changes)
+    assert token_version(users_session, user["id"]) == 0
+
+
+def test_the_right_current_password_lets_a_new_one_in(create, users_session, outbox, fast_hasher):
+    user = create()
+    changes = {"password": "a brand new password", "current_password": PASSWORD}
+    logic.update_user(users_session, outbox, fast_hasher, user["id"], changes)
+    assert logic.authenticate(users_session, fast_hasher, user["email"], "a brand new password")
+
+
+def test_a_wrong_current_password_changes_nothing_and_counts_as_a_failed_login(
+    create, users_session, outbox, fast_hasher
+):
+    user = create()
+    limits = LoginLimits(per_email=2)
+    changes = {"password": "a brand new password", "current_password": "not the password"}
+    with pytest.raises(InvalidInput) as refused:
+        logic.update_user(users_session, outbox, fast_hasher, user["id"], changes, limits)
+    assert "current_password" in refused.value.details
+    assert token_version(users_session, user["id"]) == 0
+    assert logic.authenticate(users_session, fast_hasher, user["email"], PASSWORD)
+    for _ in range(2):
+        with pytest.raises(InvalidInput):
+            logic.update_user(users_session, outbox, fast_hasher, user["id"], changes, limits)
+    with pytest.raises(TooManyRequests):  # guessing through PATCH is throttled like a login
+        logic.update_user(users_session, outbox, fast_hasher, user["id"], changes, limits)
+
+
+def test_current_password_alone_is_not_a_change(create, users_session, outbox, fast_hasher):
+    user = create()
+    with pytest.raises(InvalidInput):
+        logic.update_user(
+            users_session, outbox, fast_hasher, user["id"], {"current_password": PASSWORD}
+        )
+
+
+def test_get_token_version_of_an_unknown_user_is_not_found(users_session):
+    with pytest.raises(NotFound):
+        logic.get_token_version(users_session, 999)
+
+
+# --- login throttling, per email and per client address -----------------------------------------
+
+
+def fail_login(session, hasher, email, address, limits):
+    with pytest.raises(AuthenticationFailed):
+        logic.authenticate(session, hasher, email, "wrong password!", address, limits)
+
+
+def test_failures_of_one_email_lock_it_even_for_the_right_password(
+    create, users_session, fast_hasher
+):
+    user = create()
+    limits = LoginLimits(per_email=3)
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):  # from anywhere
+        fail_login(users_session, fast_hasher, user["email"], address, limits)
+    with pytest.raises(TooManyRequests) as refused:
+        logic.authenticate(users_session, fast_hasher, user["email"], PASSWORD, "10.0.0.9", limits)
+    assert 1 <= refused.value.retry_after <= 300
+
+
+def test_failures_from_one_address_lock_it_for_every_email(create, users_session, fast_hasher):
+    user = create()
+    limits = LoginLimits(per_address=4)
+    for index in range(4):
+        fail_login(users_session, fast_hasher, f"nobody{index}@example.com", "10.0.0.1", limits)
+    with pytest.raises(TooManyRequests):
+        logic.authenticate(users_session, fast_hasher, user["email"], PASSWORD, "10.0.0.1", limits)
+    # another address is not affected
+    assert logic.authenticate(
+        users_session, fast_hasher, user["email"], PASSWORD, "10.0.0.2", limits
+    )
+
+
+def test_a_success_clears_its_emails_failures_but_not_its_addresss(
+    create, users_session, fast_hasher
+):
+    user = create()
+    limits = LoginLimits(per_email=2, per_address=3)
+    fail_login(users_session, fast_hasher, user["email"], "10.0.0.1", limits)
+    logic.authenticate(users_session, fast_hasher, user["email"], PASSWORD, "10.0.0.1", limits)
+    fail_login(users_session, fast_hasher, user["email"], "10.0.0.1", limits)  # 1 of 2 again
+    assert logic.authenticate(
+        users_session, fast_hasher, user["email"], PASSWORD, "10.0.0.1", limits
+    )
+    fail_login(users_session, fast_hasher, "x@example.com", "10.0.0.1", limits)  # 3rd: locked
+    with pytest.raises(TooManyRequests):
+        logic.authenticate(users_session, fast_hasher, user["email"], PASSWORD, "10.0.0.1", limits)
+
+
+def test_failures_outside_the_window_do_not_count(create, users_session, fast_hasher):
+    user = create()
+    limits = LoginLimits(per_email=2, window=300)
+    fail_login(users_session, fast_hasher, user["email"], None, limits)
+    users_session.execute(update(LoginFailure).values(failed_at=utcnow() - timedelta(seconds=301)))
+    users_session.commit()
+    fail_login(users_session, fast_hasher, user["email"], None, limits)
+    assert logic.authenticate(users_session, fast_hasher, user["email"], PASSWORD, None, limits)
+
+
+def test_a_lock_ends_after_the_lockout(create, users_session, fast_hasher):
+    user = create()
+    limits = LoginLimits(per_email=1, lockout=300)
+    fail_login(users_session, fast_hasher, user["email"], None, limits)
+    with pytest.raises(TooManyRequests):
+        logic.authenticate(users_session, fast_hasher, user["email"], PASSWORD, None, limits)
+    users_session.execute(update(LoginLock).values(locked_until=utcnow() - timedelta(seconds=1)))
+    users_session.commit()
+    assert logic.authenticate(users_session, fast_hasher, user["email"], PASSWORD, None, limits)
