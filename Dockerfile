@@ -41,7 +41,9 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY config ./config
-COPY scripts/__init__.py scripts/run.py scripts/wait_and_migrate.py ./scripts/
+COPY scripts/__init__.py scripts/run.py scripts/wait_and_migrate.py scripts/broker_setup.py ./scripts/
+# what `python -m scripts.broker_setup` imports into the vhost before it creates the users
+COPY rabbitmq/definitions.json ./rabbitmq/
 # numeric, so Kubernetes can check runAsNonRoot without reading /etc/passwd
 USER 10001:10001
 EXPOSE 8000 8001 8002

@@ -28,6 +28,7 @@ import argparse
 import importlib
 import inspect
 import json
+import re
 import sys
 
 from amqp.exceptions import NotFound as QueueNotFound
@@ -44,9 +45,12 @@ from shared.events import (
     RETRY_COUNT_HEADER,
     EventHandler,
     dead_letter_queue_name,
+    retries_exchange,
 )
 
 SUFFIX = ".dead-letter"
+# nameko's SERVICE_POOL queue: evt-<source>-<event>--<service>.<method>
+POOL_QUEUE = re.compile(r"^evt-.+--(?P<service>[^.]+)\.[^.]+$")
 
 
 def dead_letter_queues(service_cls):
@@ -127,22 +131,34 @@ def list_dead_letters(amqp_uri, queue_name, limit=100):
         return found
 
 
-def replay(amqp_uri, queue_name, event_id=None, limit=None):
+def replay(amqp_uri, queue_name, event_id=None, limit=None, service_name=None):
     """Send dead letters of ``queue_name`` back to their handler's queue; how many went.
 
-    All of them, or only the one(s) with ``event_id``. Each message is acked in
+    All of them, or only the one(s) with ``event_id``. They go through the
+    ``<service>.retries`` exchange of ``service_name`` (by default the service
+    named in the queue's name), to which the handler's queue is bound here by
+    its own name, as the handler itself binds it. Each message is acked in
     the dead-letter queue only after the broker confirmed its republish, so a
     crash mid-way duplicates (harmless: handlers are idempotent) but never loses.
     """
     if not queue_name.endswith(SUFFIX):
         raise ValueError(f"{queue_name!r} is not a dead-letter queue (…{SUFFIX})")
     target = queue_name[: -len(SUFFIX)]
+    if service_name is None:
+        match = POOL_QUEUE.match(target)
+        if match is None:
+            raise ValueError(f"{queue_name!r} names no service: pass service_name")
+        service_name = match["service"]
+    exchange = retries_exchange(service_name)
     replayed = 0
     with _connection(amqp_uri) as connection:
         channel = connection.channel()
         queue, message_count = _passive(channel, queue_name)
         if queue is None:
             return 0
+        # the handler binds its queue so too; a queue from before that still needs it
+        exchange(channel).declare()
+        channel.queue_bind(target, exchange.name, routing_key=target)
         producer = Producer(channel)
         # look at each message present now once; what arrives meanwhile waits
         for _ in range(message_count):
@@ -158,7 +174,7 @@ def replay(amqp_uri, queue_name, event_id=None, limit=None):
             }
             producer.publish(
                 message.body,
-                exchange="",
+                exchange=exchange.name,
                 routing_key=target,
                 headers=headers,
                 content_type=message.content_type,
@@ -186,7 +202,9 @@ def _service_class(config):
 def main(argv=None):
     from shared.migrate import load_config
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.deadletters", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("config", help="the service's YAML config")
     parser.add_argument("action", choices=["list", "replay"])
     parser.add_argument("--queue", help="one dead-letter queue (default: all of the service's)")
@@ -194,7 +212,10 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=100, help="list at most this many per queue")
     args = parser.parse_args(argv)
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except OSError as error:
+        parser.error(f"cannot read the config {args.config!r}: {error.strerror}")
     amqp_uri = config["AMQP_URI"]
     queues = [args.queue] if args.queue else dead_letter_queues(_service_class(config))
     for queue in queues:

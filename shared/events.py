@@ -9,17 +9,27 @@ nameko 2.14.1 can only ack a failed message (it is lost) or requeue it (it comes
 straight back, for ever). This handler does neither. For the handler's queue
 ``Q`` (nameko's ``evt-<source>-<event>--<service>.<method>``) it declares
 
-- ``Q.retry``: durable, no consumer, ``x-dead-letter-exchange=""`` and
-  ``x-dead-letter-routing-key=Q``. A failed message is republished there (same
+- ``Q.delay``: durable, no consumer, ``x-dead-letter-exchange=<service>.retries``
+  and ``x-dead-letter-routing-key=Q``. A failed message is republished there (same
   body and headers, plus ``x-retry-count``) with a per-message TTL
   (``expiration``) of ``EVENT_RETRY_DELAY * 2 ** (retries so far)`` seconds;
-  when it expires RabbitMQ dead-letters it through the default exchange to ``Q``
+  when it expires RabbitMQ dead-letters it through ``<service>.retries`` to ``Q``
   alone, so the other services subscribed to the event never see the retry.
 - ``Q.dead-letter``: durable, no consumer. After ``EVENT_MAX_RETRIES`` retries
   the message is published here instead, with ``x-last-error`` and
   ``x-dead-lettered-at``, logged at ERROR with its ``event_id`` and counted in
   ``events_dead_lettered_total``. :mod:`shared.deadletters` lists and
   replays them.
+
+Both republishes, and the broker's return from ``Q.delay``, go through the
+service's own durable direct exchange ``<service>.retries``, to which ``Q``,
+``Q.delay`` and ``Q.dead-letter`` are bound by their own names. Never through
+the default exchange: whoever may publish there reaches any queue by name (an
+``rpc-<service>`` queue, past every topic permission), so no service's broker
+user may, and RabbitMQ also asks that of anyone declaring a queue whose
+dead-letter exchange it is. (Older releases named the delay queue ``Q.retry``
+and dead-lettered it through the default exchange; a ``Q.retry`` left by one
+still returns what it holds to ``Q`` and may be deleted once empty.)
 
 The original delivery is acked only after the broker confirmed the republish;
 if the republish fails, the original is requeued instead, so a message is never
@@ -36,7 +46,7 @@ import logging
 from datetime import datetime
 from weakref import WeakKeyDictionary
 
-from kombu import Queue
+from kombu import Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import HEADER_PREFIX, PERSISTENT
 from nameko.events import EventHandler as _NamekoEventHandler
@@ -175,7 +185,30 @@ def check_event_retries(config, service_name=None):
 
 
 def retry_queue_name(queue_name):
-    return f"{queue_name}.retry"
+    """Where a failed message waits out its delay (``.delay``: see the module's docstring)."""
+    return f"{queue_name}.delay"
+
+
+def retries_exchange_name(service_name):
+    """The direct exchange a service's handlers send their retries and dead letters through."""
+    return f"{service_name}.retries"
+
+
+def retries_exchange(service_name):
+    return Exchange(retries_exchange_name(service_name), type="direct", durable=True)
+
+
+def bound_to_retries(queue, exchange):
+    """``queue`` as it is, plus a binding to ``exchange`` by its own name."""
+    return Queue(
+        queue.name,
+        exchange=exchange,
+        routing_key=queue.name,
+        durable=queue.durable,
+        auto_delete=queue.auto_delete,
+        exclusive=queue.exclusive,
+        queue_arguments=queue.queue_arguments,
+    )
 
 
 def dead_letter_queue_name(queue_name):
@@ -218,19 +251,35 @@ class EventHandler(_NamekoEventHandler):
         self.max_retries = config.get("EVENT_MAX_RETRIES", 3)
         self.retry_delay = float(config.get("EVENT_RETRY_DELAY", 1))
         name = self.queue.name
+        self.retries_exchange = retries_exchange(self.container.service_name)
         self.retry_queue = Queue(
             retry_queue_name(name),
+            exchange=self.retries_exchange,
+            routing_key=retry_queue_name(name),
             durable=True,
-            queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name},
+            queue_arguments={
+                "x-dead-letter-exchange": self.retries_exchange.name,
+                "x-dead-letter-routing-key": name,
+            },
         )
-        self.dead_letter_queue = Queue(dead_letter_queue_name(name), durable=True)
+        self.dead_letter_queue = Queue(
+            dead_letter_queue_name(name),
+            exchange=self.retries_exchange,
+            routing_key=dead_letter_queue_name(name),
+            durable=True,
+        )
         self.publisher = Publisher(
             config["AMQP_URI"],
             use_confirms=True,
             # a message that cannot be routed to its queue must fail, not vanish
             mandatory=True,
             delivery_mode=PERSISTENT,
-            declare=[self.retry_queue, self.dead_letter_queue],
+            # the handler's own queue too: the way back from the delay, and for replays
+            declare=[
+                bound_to_retries(self.queue, self.retries_exchange),
+                self.retry_queue,
+                self.dead_letter_queue,
+            ],
             ssl=config.get("AMQP_SSL"),
         )
 
@@ -327,7 +376,7 @@ class EventHandler(_NamekoEventHandler):
         # the body goes out byte for byte, with its content type: no re-serialising
         self.publisher.publish(
             message.body,
-            exchange="",
+            exchange=self.retries_exchange.name,
             routing_key=queue_name,
             headers=headers,
             expiration=expiration,

@@ -1,6 +1,10 @@
 """docker-compose.yml: compose itself accepts it, and it keeps the deployment's rules."""
 
 import os
+import re
+from urllib.parse import urlsplit
+
+import yaml
 
 from tests.deploy.conftest import (
     compose_command,
@@ -12,6 +16,8 @@ from tests.deploy.conftest import (
 )
 
 APP_SERVICES = ("users", "orders", "gateway")
+ONE_SHOT = ("broker-setup", "migrate")
+EVERY_INTERFACE = "*"  # a port published without a host address
 
 
 def test_compose_parses_the_file_with_the_example_env():
@@ -32,26 +38,30 @@ def test_compose_refuses_to_start_without_the_secrets(tmp_path):
 def test_every_long_running_service_has_a_healthcheck():
     services = load_compose()["services"]
     for name, service in services.items():
-        if name == "migrate":
+        if name in ONE_SHOT:
             continue
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
 
-def test_services_wait_for_healthy_dependencies_and_finished_migrations():
+def test_services_wait_for_healthy_dependencies_and_finished_one_shot_steps():
     services = load_compose()["services"]
     for name, service in services.items():
         for dependency, rule in service.get("depends_on", {}).items():
             expected = (
-                "service_completed_successfully" if dependency == "migrate" else "service_healthy"
+                "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
             )
             assert rule == {"condition": expected}, (name, dependency, rule)
     for name in ("users", "orders"):
         assert "migrate" in services[name]["depends_on"], name
+    # no service logs in to the broker before its broker user exists
+    for name in (*APP_SERVICES, "migrate"):
+        assert "broker-setup" in services[name]["depends_on"], name
+    assert services["broker-setup"]["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
 
 
 def test_app_services_share_one_image_and_the_command_picks_the_service():
     services = load_compose()["services"]
-    images = {services[name]["image"] for name in (*APP_SERVICES, "migrate")}
+    images = {services[name]["image"] for name in (*APP_SERVICES, *ONE_SHOT)}
     assert len(images) == 1
     for name in APP_SERVICES:
         assert services[name]["command"] == [
@@ -70,6 +80,66 @@ def test_app_services_are_configured_for_production_by_environment_only():
         env = compose_environment(services[name])
         assert env["ENVIRONMENT"] == "production" and env["LOG_FORMAT"] == "json", name
         assert env["WEB_SERVER_ADDRESS"] == f"0.0.0.0:{ports[name]}", name
-        assert services[name]["ports"] == [f"{ports[name]}:{ports[name]}"], name
         assert "volumes" not in services[name], f"{name} must not need files from the host"
     assert len(compose_environment(services["gateway"])["JWT_SECRET"].encode()) >= 32
+
+
+def published(service):
+    """(host address, host port, container port) of each published port."""
+    found = []
+    for spec in service.get("ports", []):
+        assert isinstance(spec, str), f"write ports as strings, got {spec!r}"
+        parts = spec.split(":")
+        address = parts[0] if len(parts) == 3 else EVERY_INTERFACE
+        found.append((address, parts[-2], parts[-1]))
+    return found
+
+
+def test_only_the_gateway_api_is_published_on_every_interface():
+    services = load_compose()["services"]
+    assert published(services["gateway"]) == [(EVERY_INTERFACE, "8000", "8000")]
+    for name in ("prometheus", "grafana"):
+        assert published(services[name]), name
+        assert {address for address, _, _ in published(services[name])} == {"127.0.0.1"}, name
+    # the broker (AMQP, management), the database and the services' own ports
+    # (metrics) stay inside the compose network
+    for name in ("rabbitmq", "postgres", "users", "orders", *ONE_SHOT):
+        assert published(services[name]) == [], name
+
+
+def test_each_service_connects_to_the_broker_as_its_own_user():
+    services = load_compose()["services"]
+    setup = compose_environment(services["broker-setup"])
+    example = read_env_file(path(".env.example"))
+    for name in APP_SERVICES:
+        uri = compose_environment(services[name])["AMQP_URI"]
+        parts = urlsplit(uri)
+        assert parts.username == name and parts.path == "/shop", uri
+        assert parts.password == example[f"{name.upper()}_RABBITMQ_PASSWORD"], name
+        # broker-setup creates exactly that user with exactly that password
+        assert setup[f"{name.upper()}_AMQP_URI"] == uri, name
+    broker = compose_environment(services["rabbitmq"])
+    assert broker["RABBITMQ_DEFAULT_PASS"] == setup["RABBITMQ_ADMIN_PASSWORD"]
+    assert broker["RABBITMQ_DEFAULT_USER"] == setup["RABBITMQ_ADMIN_USER"]
+
+
+def test_every_secret_comes_from_the_env_file_and_none_is_written_here():
+    with open(path("docker-compose.yml")) as stream:
+        text = stream.read()
+    example = read_env_file(path(".env.example"))
+    secrets = {key: value for key, value in example.items() if key != "RABBITMQ_ADMIN_USER"}
+    for key, value in secrets.items():
+        assert value not in text, f"the value of {key} is written in docker-compose.yml"
+        # required: compose refuses to start without it rather than use a default
+        assert re.search(r"\$\{" + key + r":\?[^}]+\}", text), f"{key} is not required from .env"
+    raw = yaml.safe_load(text)
+    assert "definitions.json" not in str(raw["services"]["rabbitmq"]), "no boot-time definitions"
+
+
+def test_the_example_env_file_holds_placeholders_only():
+    example = read_env_file(path(".env.example"))
+    for key, value in example.items():
+        if key != "RABBITMQ_ADMIN_USER":
+            assert value.startswith("change-me"), f"{key} in .env.example is not a placeholder"
+    with open(path(".gitignore")) as stream:
+        assert ".env" in stream.read().split(), ".env must stay out of git"

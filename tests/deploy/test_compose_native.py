@@ -9,6 +9,7 @@ proves the commands, variable names, ports and healthchecks, not the image.
 
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -97,8 +98,15 @@ def mapped_env(service, rabbit_config, databases, ports):
             ).render_as_string(hide_password=False)
         elif key == "WEB_SERVER_ADDRESS":
             value = f"127.0.0.1:{ports[value.rpartition(':')[2]]}"
+        elif key == "JWT_SECRET":
+            value = secrets.token_urlsafe(48)  # the gateway refuses the example's placeholder
         env[key] = value
     return env
+
+
+def compose_port(service):
+    """The port the service listens on in compose (none is published but the gateway's)."""
+    return compose_environment(service)["WEB_SERVER_ADDRESS"].rpartition(":")[2]
 
 
 def healthcheck(service, ports):
@@ -122,7 +130,7 @@ def wait_healthy(name, check, process):
 def test_compose_services_migrate_start_and_become_healthy(rabbit_config, databases, tmp_path):
     compose = load_compose()["services"]
     names = [name for name in APP_SERVICES if available(name)]
-    ports = {compose[name]["ports"][0].split(":")[-1]: find_free_port() for name in APP_SERVICES}
+    ports = {compose_port(compose[name]): find_free_port() for name in APP_SERVICES}
 
     migrate = compose["migrate"]
     result = run(
@@ -156,7 +164,7 @@ def test_compose_services_migrate_start_and_become_healthy(rabbit_config, databa
         # readiness too: users and orders reach their databases as their own roles
         for name in names:
             if name != "gateway":
-                port = ports[compose[name]["ports"][0].split(":")[-1]]
+                port = ports[compose_port(compose[name])]
                 response = requests.get(f"http://127.0.0.1:{port}/ready", timeout=5)
                 assert response.status_code == 200, (name, response.text)
     finally:

@@ -11,11 +11,19 @@ from tests.deploy.conftest import (
     compose_environment,
     load_compose,
     load_manifests,
+    path,
     run,
     tool,
 )
 
 APP_SERVICES = ("users", "orders", "gateway")
+SECRETS_EXAMPLE = path("deploy", "examples", "secrets.example.yaml")
+
+
+def example_secrets():
+    """{name: stringData} of the example Secrets kept outside the base."""
+    with open(SECRETS_EXAMPLE) as stream:
+        return {doc["metadata"]["name"]: doc["stringData"] for doc in yaml.safe_load_all(stream)}
 
 
 def objects(kind=None):
@@ -101,14 +109,27 @@ def test_deployments_run_what_compose_runs_with_the_same_settings():
         (port,) = container["ports"]
         address = next(i["value"] for i in container["env"] if i["name"] == "WEB_SERVER_ADDRESS")
         assert address == f"0.0.0.0:{port['containerPort']}", name
-    (job,) = objects("Job")
-    (migrate,) = job["spec"]["template"]["spec"]["containers"]
-    assert migrate["command"] == compose["migrate"]["command"]
+    jobs = by_name("Job")
+    assert sorted(jobs) == ["broker-setup", "migrate"]
+    for name, job in jobs.items():
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == compose[name]["command"], name
+
+
+def test_the_base_ships_no_secret_and_the_example_is_outside_it():
+    assert objects("Secret") == []
+    for docs in load_manifests().values():
+        for doc in docs:
+            assert "stringData" not in doc and "password" not in str(doc.get("data", "")).lower()
+    for values in example_secrets().values():
+        for key, value in values.items():
+            if key != "username":
+                assert "change-me" in value, f"{key} in the example is not a placeholder"
 
 
 def test_every_config_and_secret_reference_exists():
     configmaps = by_name("ConfigMap")
-    secrets = by_name("Secret")
+    secrets = example_secrets()
     for owner, spec in pod_specs():
         for container in spec.get("initContainers", []) + spec["containers"]:
             for source in container.get("envFrom", []):
@@ -116,7 +137,34 @@ def test_every_config_and_secret_reference_exists():
             for item in container.get("env", []):
                 ref = item.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    assert ref["key"] in secrets[ref["name"]]["stringData"], (owner, ref)
+                    assert ref["key"] in secrets[ref["name"]], (owner, ref)
+
+
+def secret_keys(container):
+    return {
+        item["name"]: item["valueFrom"]["secretKeyRef"]["key"]
+        for item in container.get("env", [])
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
+
+
+def test_each_service_connects_to_the_broker_as_its_own_user():
+    for name, deployment in by_name("Deployment").items():
+        spec = deployment["spec"]["template"]["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            assert secret_keys(container)["AMQP_URI"] == f"{name.upper()}_AMQP_URI", name
+    # the broker-setup Job gets every service's URI and the administrator, nobody else does
+    (setup,) = by_name("Job")["broker-setup"]["spec"]["template"]["spec"]["containers"]
+    keys = secret_keys(setup)
+    assert {keys[f"{name.upper()}_AMQP_URI"] for name in APP_SERVICES} == {
+        f"{name.upper()}_AMQP_URI" for name in APP_SERVICES
+    }
+    assert "RABBITMQ_ADMIN_PASSWORD" in keys and "AMQP_URI" not in keys
+    for owner, spec in pod_specs():
+        if owner != "broker-setup":
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                assert "RABBITMQ_ADMIN_PASSWORD" not in secret_keys(container), owner
+    assert "RABBITMQ_MANAGEMENT_URL" in by_name("ConfigMap")["shop-config"]["data"]
 
 
 def test_services_select_their_pods_and_reach_a_named_port():
@@ -136,7 +184,12 @@ def test_the_ingress_routes_the_api_to_the_gateway_service_only():
     services = by_name("Service")
     (ingress,) = objects("Ingress")
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
-    assert {p["path"] for p in paths} == {"/v1", "/openapi.json"}
+    # /v1 as a Prefix matches /v1 and /v1/..., not /v1x; /metrics, /health, /ready stay inside
+    assert {(p["path"], p["pathType"]) for p in paths} == {
+        ("/v1", "Prefix"),
+        ("/docs", "Prefix"),
+        ("/openapi.json", "Exact"),
+    }
     for item in paths:
         backend = item["backend"]["service"]
         assert backend["name"] == "gateway"

@@ -1,5 +1,5 @@
-"""rabbitmq/definitions.json loaded into the real RabbitMQ (a throwaway copy of its
-vhost and user, through the management API), and its policies seen on real queues."""
+"""rabbitmq/definitions.json: no users or secrets in it, and, loaded by scripts/broker_setup.py
+into the real RabbitMQ (a throwaway vhost and throwaway users), its policies seen on real queues."""
 
 import json
 import time
@@ -7,20 +7,22 @@ import uuid
 from urllib.parse import quote, urlsplit
 
 import pytest
-import requests
 from kombu import Connection, Exchange, Producer, Queue
 
-from tests.deploy.conftest import load_compose, path, read_env_file
+from shared.events import retries_exchange_name
+from tests.deploy.conftest import load_compose, path
+from tests.integration.broker_accounts import BrokerAccounts
 
-pytestmark = pytest.mark.integration
-
-# queue name (as nameko and shared/events.py name them) -> the policy it must get
+# queue name (as nameko and shared/events.py name them) -> (who declares it, its policy)
 EXPECTED_POLICIES = {
-    "evt-users-user_created--orders.handle_user_created": "event-queues",
-    "evt-users-user_created--orders.handle_user_created.retry": None,
-    "evt-users-user_created--orders.handle_user_created.dead-letter": "event-dead-letter-queues",
-    "rpc-orders": "rpc-queues",
-    f"rpc.reply-gateway-{uuid.uuid4()}": "rpc-reply-queues",
+    "evt-users-user_created--orders.handle_user_created": ("orders", "event-queues"),
+    "evt-users-user_created--orders.handle_user_created.delay": ("orders", None),
+    "evt-users-user_created--orders.handle_user_created.dead-letter": (
+        "orders",
+        "event-dead-letter-queues",
+    ),
+    "rpc-orders": ("orders", "rpc-queues"),
+    f"rpc.reply-gateway-{uuid.uuid4()}": ("gateway", "rpc-reply-queues"),
 }
 
 
@@ -29,100 +31,84 @@ def load_definitions():
         return json.load(stream)
 
 
-def renamed(definitions, vhost, user):
-    """The definitions with their one vhost and one user renamed."""
-    (old_vhost,) = [item["name"] for item in definitions["vhosts"]]
-    (old_user,) = [item["name"] for item in definitions["users"]]
-    copy = json.loads(json.dumps(definitions))
-    copy["vhosts"] = [{**item, "name": vhost} for item in copy["vhosts"]]
-    copy["users"] = [{**item, "name": user} for item in copy["users"]]
-    for section in ("permissions", "exchanges", "queues", "bindings", "policies"):
-        for item in copy.get(section, []):
-            item["vhost"] = vhost
-            if item.get("user") == old_user:
-                item["user"] = user
-    return copy
+def test_the_definitions_hold_no_user_no_password_and_no_permission():
+    definitions = load_definitions()
+    assert not definitions.get("users") and not definitions.get("permissions")
+    assert not definitions.get("topic_permissions")
+    text = json.dumps(definitions).lower()
+    assert "password" not in text and "hash" not in text
 
 
-@pytest.fixture
-def management(request):
-    api = urlsplit(request.config.getoption("RABBIT_API_URI"))
-    base = f"{api.scheme}://{api.hostname}:{api.port}/api"
-    session = requests.Session()
-    session.auth = (api.username, api.password)
-    return base, session
+def test_compose_connects_to_the_vhost_the_definitions_create():
+    (vhost,) = [item["name"] for item in load_definitions()["vhosts"]]
+    for name in ("users", "orders", "gateway"):
+        uri = urlsplit(load_compose()["services"][name]["environment"]["AMQP_URI"])
+        assert uri.path.lstrip("/") == vhost, name
 
 
-@pytest.fixture
-def loaded(management):
-    """(vhost, user) of the definitions loaded under throwaway names; removed after."""
-    base, session = management
-    suffix = uuid.uuid4().hex[:8]
-    vhost, user = f"test-definitions-{suffix}", f"test-definitions-{suffix}"
-    response = session.post(
-        f"{base}/definitions", json=renamed(load_definitions(), vhost, user), timeout=30
-    )
+@pytest.fixture(scope="module")
+def broker(request):
+    accounts = BrokerAccounts(request.config.getoption("RABBIT_API_URI"))
+    operator = f"{accounts.vhost}-operator"
     try:
-        assert response.status_code in (200, 201, 204), response.text
-        yield vhost, user
+        accounts.create()
+        # an operator of this vhost only: may read the dead-letters queue, nothing else
+        vhost = quote(accounts.vhost, safe="")
+        password = uuid.uuid4().hex
+        accounts.management.call("PUT", f"users/{operator}", {"password": password, "tags": ""})
+        accounts.management.call(
+            "PUT",
+            f"permissions/{vhost}/{operator}",
+            {"configure": "^$", "write": "^$", "read": "^dead-letters$"},
+        )
+        accounts.operator_uri = f"amqp://{operator}:{password}@127.0.0.1:5672/{vhost}"
+        yield accounts
     finally:
-        session.delete(f"{base}/vhosts/{quote(vhost, safe='')}", timeout=30)
-        session.delete(f"{base}/users/{quote(user, safe='')}", timeout=30)
+        accounts.delete()
+        accounts.management.session.delete(
+            f"{accounts.management.base}/users/{quote(operator, safe='')}", timeout=10
+        )
 
 
-def amqp_uri(vhost, user):
-    password = read_env_file(path(".env.example"))["RABBITMQ_PASSWORD"]
-    return f"amqp://{user}:{password}@127.0.0.1:5672/{quote(vhost, safe='')}"
-
-
-def queue_info(management, vhost, name, want_policy, timeout=10):
-    base, session = management
-    url = f"{base}/queues/{quote(vhost, safe='')}/{quote(name, safe='')}"
+def queue_info(broker, name, want_policy, timeout=10):
+    url = f"queues/{quote(broker.vhost, safe='')}/{quote(name, safe='')}"
     deadline = time.monotonic() + timeout
     while True:
-        info = session.get(url, timeout=10).json()
+        info = broker.management.call("GET", url).json()
         if info.get("policy") == want_policy or time.monotonic() > deadline:
             return info
         time.sleep(0.2)
 
 
-def test_compose_connects_as_the_user_to_the_vhost_the_definitions_create():
-    definitions = load_definitions()
-    uri = urlsplit(load_compose()["services"]["users"]["environment"]["AMQP_URI"])
-    assert [item["name"] for item in definitions["users"]] == [uri.username]
-    assert [item["name"] for item in definitions["vhosts"]] == [uri.path.lstrip("/")]
-    assert uri.password == read_env_file(path(".env.example"))["RABBITMQ_PASSWORD"]
-
-
-def test_the_user_logs_in_with_the_example_password_and_policies_apply(loaded, management):
-    vhost, user = loaded
-    with Connection(amqp_uri(vhost, user), connect_timeout=5) as connection:
-        channel = connection.channel()
-        for name in EXPECTED_POLICIES:
-            Queue(name, durable=True, channel=channel).declare()
+def test_policies_apply_to_the_queues_the_services_declare(broker):
+    for name, (service, _) in EXPECTED_POLICIES.items():
+        with broker.connection(service) as connection:
+            Queue(name, durable=True, channel=connection.channel()).declare()
 
     policies = {item["name"]: item["definition"] for item in load_definitions()["policies"]}
     # the queues that must get no policy last, once the broker has applied the others
-    for name, policy in sorted(EXPECTED_POLICIES.items(), key=lambda item: item[1] is None):
-        info = queue_info(management, vhost, name, policy)
+    ordered = sorted(EXPECTED_POLICIES.items(), key=lambda item: item[1][1] is None)
+    for name, (_, policy) in ordered:
+        info = queue_info(broker, name, policy)
         assert info.get("policy") == policy, (name, info.get("policy"))
         if policy:
             assert info["effective_policy_definition"] == policies[policy], name
 
 
-def test_a_message_an_event_queue_drops_lands_in_the_dead_letter_queue(loaded, management):
-    vhost, user = loaded
+def test_a_message_an_event_queue_drops_lands_in_the_dead_letter_queue(broker):
     queue_name = "evt-orders-order_created--users.handle_order_created"
-    with Connection(amqp_uri(vhost, user), connect_timeout=5) as connection:
+    retries = Exchange(retries_exchange_name("users"), type="direct", durable=True)
+    with broker.connection("users") as connection:
         channel = connection.channel()
-        queue = Queue(queue_name, durable=True, channel=channel)
-        queue.declare()
-        queue_info(management, vhost, queue_name, "event-queues")
+        # bound to users.retries by its own name, as the handler binds it
+        Queue(queue_name, retries, routing_key=queue_name, durable=True, channel=channel).declare()
+        queue_info(broker, queue_name, "event-queues")
         # expires at once: the broker drops it, the policy dead-letters it
-        Producer(channel, exchange=Exchange("")).publish(
+        Producer(channel, exchange=retries).publish(
             {"event_id": "x"}, routing_key=queue_name, expiration=0.001
         )
-        dead_letters = Queue("dead-letters", channel=channel)
+    with Connection(broker.operator_uri, connect_timeout=5) as connection:
+        dead_letters = Queue("dead-letters", channel=connection.channel())
         deadline = time.monotonic() + 10
         message = None
         while message is None and time.monotonic() < deadline:
