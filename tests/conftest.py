@@ -3,14 +3,20 @@
 Databases: each test that asks for ``users_db_uri`` runs once on SQLite (a fresh
 file) and once on PostgreSQL (a throwaway database made for this run, migrated
 once, emptied before each test). ``TEST_DB_BACKENDS=sqlite`` runs SQLite alone.
-Broker: nameko's ``rabbit_config`` gives each test its own throwaway vhost.
+Broker: nameko's ``rabbit_config`` gives each test its own throwaway vhost,
+made through RabbitMQ's management API; a session that collects such tests
+first makes sure the API answers (:func:`pytest_collection_finish`).
 """
 
 import os
+import shutil
+import subprocess
+import time
 import uuid
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import pytest
+import requests
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -20,6 +26,9 @@ from shared.passwords import PasswordHasher
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = os.environ.get("TEST_DB_BACKENDS", "sqlite,postgresql").split(",")
+
+MANAGEMENT_WAIT_SECONDS = 30
+ENABLE_MANAGEMENT = ["rabbitmq-plugins", "enable", "rabbitmq_management"]
 
 # cheap Argon2 settings so the suite hashes fast; the production defaults are
 # checked in the unit tests of shared.passwords
@@ -152,3 +161,67 @@ def web_session(web_config_port):
 
     with WebSession() as session:
         yield session
+
+
+# --- the broker's management API --------------------------------------------------------------
+
+
+def management_api_answers(api_uri):
+    """True if the management API at ``api_uri`` (nameko's ``--rabbit-ctl-uri``) answers 200."""
+    parts = urlsplit(api_uri)
+    url = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api/overview"
+    try:
+        response = requests.get(url, auth=(parts.username, parts.password), timeout=3)
+    except requests.RequestException:
+        return False
+    return response.status_code == 200
+
+
+def ensure_management_api(api_uri, wait_seconds=MANAGEMENT_WAIT_SECONDS):
+    """Make the broker's management API answer; returns None, or one line saying what to run.
+
+    On a fresh machine RabbitMQ may run without its management plugin. Enabling
+    it (once) does not restart the broker; it is only tried for a broker on
+    this machine, and never changes anything else.
+    """
+    if management_api_answers(api_uri):
+        return None
+    parts = urlsplit(api_uri)
+    command = " ".join(ENABLE_MANAGEMENT)
+    advice = (
+        f"RabbitMQ's management API does not answer at {parts.hostname}:{parts.port or 15672} "
+        f"(nameko's rabbit_config needs it): run `{command}` with RabbitMQ running, then retry"
+    )
+    if parts.hostname not in ("localhost", "127.0.0.1", "::1") or not shutil.which(
+        ENABLE_MANAGEMENT[0]
+    ):
+        return advice
+    try:
+        enabled = subprocess.run(ENABLE_MANAGEMENT, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return advice
+    if enabled.returncode != 0:  # e.g. the broker is not running, or we may not: no use waiting
+        return advice
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if management_api_answers(api_uri):
+            return None
+        time.sleep(0.5)
+    return advice
+
+
+def pytest_collection_finish(session):
+    """Stop at once, with one line of advice, if broker tests cannot get their vhosts.
+
+    Only a session that collected a test using nameko's broker fixtures
+    (``rabbit_config`` needs ``rabbit_manager``) checks: unit tests alone need
+    no broker.
+    """
+    needs_broker = any(
+        "rabbit_manager" in getattr(item, "fixturenames", ()) for item in session.items
+    )
+    if not needs_broker or session.config.option.collectonly:
+        return
+    problem = ensure_management_api(session.config.getoption("RABBIT_API_URI"))
+    if problem:
+        pytest.exit(problem, returncode=pytest.ExitCode.USAGE_ERROR)

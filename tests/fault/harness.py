@@ -3,8 +3,10 @@
 Used by ``tests/fault/test_faults.py`` (a short run inside ``make test``) and by
 ``tests/fault/run.py`` (``make fault``, every fault). Nothing here is faked:
 the services are ``nameko run`` processes (:mod:`tests.system.processes`) on a
-private RabbitMQ vhost and throwaway PostgreSQL databases; the faults are
-SIGKILLs and real restarts of this machine's RabbitMQ and PostgreSQL. Every
+RabbitMQ node and a PostgreSQL cluster that the run starts for itself
+(:mod:`tests.private_servers`) and wipes at the end; the faults are SIGKILLs
+and real restarts of those private servers and of the services. This machine's
+own RabbitMQ and PostgreSQL are never touched (other work uses them). Every
 wait has a deadline.
 
 The promises checked after recovery (:meth:`FaultRun.verify`):
@@ -19,10 +21,8 @@ The promises checked after recovery (:meth:`FaultRun.verify`):
 """
 
 import collections
-import contextlib
 import os
 import random
-import shlex
 import signal
 import subprocess
 import threading
@@ -35,12 +35,10 @@ from kombu import Connection
 from sqlalchemy import text
 
 from shared.db import engine_for
-from tests.conftest import POSTGRES_URL, PostgresDatabases
+from tests.conftest import PostgresDatabases
+from tests.private_servers import GUEST, PrivatePostgres, PrivateRabbit
 from tests.system.processes import ServiceProcess, migrate, system_env
 
-MANAGEMENT_URL = os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672")
-MANAGEMENT_AUTH = ("guest", "guest")
-AMQP_BASE = os.environ.get("RABBIT_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 PASSWORD = "correct horse battery"
 ITEMS = [{"sku": "FAULT-1", "quantity": 2, "unit_price": "19.99"}]
 RECOVERY_PROMISE = 10.0  # seconds from a dependency's return to serving again
@@ -57,18 +55,19 @@ SERVICE_CLASSES = {
 
 
 class Vhost:
-    """A private RabbitMQ vhost, made and deleted through the management API."""
+    """A vhost on the run's private RabbitMQ, made and read through its management API."""
 
-    def __init__(self):
+    def __init__(self, rabbit):
+        self.rabbit = rabbit
         self.name = f"fault-{uuid.uuid4().hex[:10]}"
 
     @property
     def amqp_uri(self):
-        return f"{AMQP_BASE}/{self.name}"
+        return self.rabbit.amqp_uri(self.name)
 
     def _api(self, method, path, **kwargs):
         response = requests.request(
-            method, f"{MANAGEMENT_URL}/api/{path}", auth=MANAGEMENT_AUTH, timeout=10, **kwargs
+            method, f"{self.rabbit.management_url}/api/{path}", auth=GUEST, timeout=10, **kwargs
         )
         response.raise_for_status()
         return response
@@ -82,10 +81,6 @@ class Vhost:
         )
         return self
 
-    def delete(self):
-        with contextlib.suppress(requests.RequestException):
-            self._api("DELETE", f"vhosts/{quote(self.name, safe='')}")
-
     def queue_names(self):
         return [q["name"] for q in self._api("GET", f"queues/{quote(self.name, safe='')}").json()]
 
@@ -97,70 +92,6 @@ class Vhost:
             for name in names:
                 counts[name] = channel.queue_declare(name, passive=True).message_count
         return counts
-
-
-class Broker:
-    """The test RabbitMQ: the least disruptive real restart is stop_app/start_app.
-
-    ``RABBITMQCTL`` says how to reach its rabbitmqctl when it is not on this
-    machine, e.g. ``docker exec <container> rabbitmqctl`` for a CI service container.
-    """
-
-    @staticmethod
-    def ctl(*args, timeout=120):
-        command = shlex.split(os.environ.get("RABBITMQCTL", "rabbitmqctl"))
-        subprocess.run([*command, *args], check=True, capture_output=True, timeout=timeout)
-
-    @contextlib.contextmanager
-    def down(self):
-        """RabbitMQ stopped inside the block, started again whatever happens."""
-        self.ctl("stop_app")
-        try:
-            yield
-        finally:
-            self.ctl("start_app")
-            self.ctl("await_startup", timeout=120)
-
-
-def postgres_version():
-    return sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])[-1]
-
-
-class Postgres:
-    """This machine's PostgreSQL cluster ``<version> main``."""
-
-    def __init__(self):
-        self.version = postgres_version()
-
-    def ctl(self, action, *extra):
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, "main", action, *extra],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    @staticmethod
-    def ready():
-        return (
-            subprocess.run(
-                ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], timeout=10
-            ).returncode
-            == 0
-        )
-
-    @contextlib.contextmanager
-    def down(self):
-        """PostgreSQL stopped (fast: sessions cut) in the block, started again whatever happens."""
-        self.ctl("stop", "-m", "fast")
-        try:
-            yield
-        finally:
-            if not self.ready():
-                self.ctl("start")
-            deadline = time.monotonic() + 60
-            while not self.ready() and time.monotonic() < deadline:
-                time.sleep(0.2)
 
 
 # --- the system -------------------------------------------------------------------------------
@@ -206,9 +137,18 @@ class System:
         # /health answers before a service consumes its RPC queue; /ready means it does
         assert self.seconds_until_ready(time.monotonic(), timeout=30) is not None, "never ready"
 
-    def stop(self):
-        for process in self.processes:
-            process.stop()
+    def stop(self, timeout=20):
+        """SIGTERM to every process at once (they shut down side by side), SIGKILL stragglers."""
+        running = [p.process for p in self.processes if p.process and p.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def add_orders_instance(self):
         instance = self.process("orders").start()
@@ -473,25 +413,39 @@ class Load:
 
 
 class FaultRun:
-    """Owns the vhost, the databases and the system of one run; records what happened."""
+    """Owns the private servers, the databases and the system of one run; records what happened.
+
+    ``with FaultRun(...) as run:`` starts a private RabbitMQ node and a private
+    PostgreSQL cluster (:mod:`tests.private_servers`), the services on them and
+    the load; the block's end stops everything and wipes both servers. Every
+    fault acts on those private servers or on the run's own processes only.
+    """
 
     def __init__(self, log_dir, clients=4):
         self.log_dir = log_dir
         self.clients = clients
-        self.vhost = Vhost()
-        self.databases = PostgresDatabases(POSTGRES_URL)
+        self.rabbit = PrivateRabbit()
+        self.postgres = PrivatePostgres()
+        self.vhost = Vhost(self.rabbit)
+        self.databases = None
         self.system = None
         self.load = None
         self.faults = []  # (name, seconds until ready, or None)
         self.hung_clients = []
         self.errors = []  # faults that could not be carried out, and processes that died
         self.started = None
+        self.setup_seconds = None
 
     def __enter__(self):
         self.started = time.monotonic()
         os.makedirs(self.log_dir, exist_ok=True)
-        self.vhost.create()
         try:
+            # the node boots in the background while the cluster is made
+            self.rabbit.start(wait=False)
+            self.postgres.start()
+            self.rabbit.wait_ready()
+            self.vhost.create()
+            self.databases = PostgresDatabases(self.postgres.url())
             uris = {name: self.databases.get(name) for name in ("users", "orders")}
             self.system = System(self.log_dir, self.vhost, uris)
             self.system.start()
@@ -499,16 +453,21 @@ class FaultRun:
         except BaseException:
             self.__exit__(None, None, None)
             raise
+        self.setup_seconds = time.monotonic() - self.started
         return self
 
     def __exit__(self, *exc_info):
-        if self.load is not None and not self.load.stop_event.is_set():
-            self.load.stop(timeout=5)
-        if self.system is not None:
-            self.system.stop()
-        with contextlib.suppress(Exception):
-            self.databases.drop_all()
-        self.vhost.delete()
+        try:
+            if self.load is not None and not self.load.stop_event.is_set():
+                self.load.stop(timeout=5)
+            if self.system is not None:
+                self.system.stop()
+        finally:
+            # the servers are the run's own: wiping them drops the vhost and the databases too
+            try:
+                self.rabbit.destroy()
+            finally:
+                self.postgres.destroy()
 
     def calm(self, seconds):
         """Let the load run undisturbed for a while."""
@@ -541,16 +500,23 @@ class FaultRun:
         return self.recovered(name, time.monotonic())
 
     def restart_broker(self, down_seconds=2.0):
-        broker = Broker()
-        with broker.down():
+        """The private node's broker stopped (clients cut off) and started again; the VM stays."""
+        with self.rabbit.app_down():
             time.sleep(down_seconds)
-        return self.recovered("RabbitMQ restart (stop_app/start_app)", time.monotonic())
+        return self.recovered("RabbitMQ restart (app stopped, started)", time.monotonic())
+
+    def kill_broker(self, down_seconds=1.0):
+        """The private node's Erlang VM killed with SIGKILL, then booted again (its data kept)."""
+        self.rabbit.kill()
+        time.sleep(down_seconds)
+        self.rabbit.start()
+        return self.recovered("kill -9 RabbitMQ, restart", time.monotonic())
 
     def restart_postgres(self, down_seconds=2.0):
-        postgres = Postgres()
-        with postgres.down():
+        """The private cluster stopped in immediate mode (a crash: sessions cut), started again."""
+        with self.postgres.down(mode="immediate"):
             time.sleep(down_seconds)
-        return self.recovered("PostgreSQL restart (stop -m fast/start)", time.monotonic())
+        return self.recovered("PostgreSQL restart (immediate stop, start)", time.monotonic())
 
     def kill_one_of_two_orders(self, overlap_seconds=4.0):
         self.system.add_orders_instance()
@@ -692,6 +658,10 @@ class FaultRun:
             "events_consistent_after_seconds": round(consistent_after, 1),
             "dead_letter_queues": dead_letter_queues,
             "seconds": round(time.monotonic() - self.started, 1),
+            "setup_seconds": round(self.setup_seconds or 0, 1),
+            "servers": f"private RabbitMQ {self.rabbit.node} on :{self.rabbit.amqp_port}, "
+            f"private PostgreSQL {self.postgres.version}/{self.postgres.name} "
+            f"on :{self.postgres.port}",
             "problems": problems,
         }
 
@@ -718,7 +688,8 @@ def format_report(report):
         f"{report['events_consistent_after_seconds']} s "
         f"(dead-letter queues checked: {len(report['dead_letter_queues'])})"
     )
-    lines.append(f"run took {report['seconds']} s")
+    lines.append(f"servers: {report['servers']}")
+    lines.append(f"run took {report['seconds']} s ({report['setup_seconds']} s to start it all)")
     if report["problems"]:
         lines.append("PROMISES BROKEN:")
         lines.extend(f"  ! {problem}" for problem in report["problems"])
