@@ -1,5 +1,6 @@
 """The database dependency: nameko-sqlalchemy's provider, tuned per backend."""
 
+import logging
 import os
 from datetime import UTC
 from functools import cache
@@ -16,6 +17,8 @@ from sqlalchemy.orm import sessionmaker
 
 from shared.config import db_uri_key
 from shared.exceptions import Unavailable
+
+log = logging.getLogger(__name__)
 
 
 def engine_for(uri, **options):
@@ -130,11 +133,27 @@ class DatabaseWrapper(_DatabaseWrapper):
         return self._read_connection
 
     def close(self):
-        try:
-            super().close()
-        finally:
-            if self._read_connection is not None:
-                self._read_connection.close()
+        """End the worker's transaction and give its connections back.
+
+        Never raises: this runs in nameko's worker teardown, where an exception
+        kills the whole container. When the database has just dropped the
+        connection (a restart), the rollback fails; SQLAlchemy then invalidates
+        that connection, and the pool hands out a fresh one next time.
+        """
+        for close in (super().close, self._close_read_connection):
+            try:
+                close()
+            except Exception as error:  # noqa: BLE001 (see above: nothing may escape)
+                log.warning("closing a worker's database connection failed: %s", error)
+
+    def _close_read_connection(self):
+        if self._read_connection is not None:
+            connection, self._read_connection = self._read_connection, None
+            try:
+                connection.close()
+            except Exception:
+                connection.invalidate()
+                raise
 
 
 def core_connection(db):

@@ -300,10 +300,21 @@ class RpcConsumer(_RpcConsumer):
         return result, exc_info
 
     def send_reply(self, message, result, exc_info):
-        """nameko's ``Responder.send_response``, serialising the reply once instead of twice."""
+        """nameko's ``Responder.send_response``, serialising the reply once instead of twice.
+
+        A request without ``reply_to`` gets no reply (nameko raised ``KeyError``
+        there, which killed the whole service: one odd message from anyone
+        allowed to publish to the queue took a service down).
+        """
+        reply_to = message.properties.get("reply_to")
+        if not reply_to:
+            log.warning("rpc request without reply_to: ran it, sent no reply")
+            return result, exc_info
         error = None if exc_info is None else serialize(exc_info[1])
-        # the reply is encoded the way the request was
-        serializer = kombu.serialization.registry.type_to_name[message.properties["content_type"]]
+        # the reply is encoded the way the request was (JSON if it did not say)
+        serializer = kombu.serialization.registry.type_to_name.get(
+            message.properties.get("content_type"), "json"
+        )
         try:
             body = kombu.serialization.dumps({"result": result, "error": error}, serializer)
         except Exception:
@@ -319,7 +330,7 @@ class RpcConsumer(_RpcConsumer):
             content_type=content_type,
             content_encoding=content_encoding,
             exchange=self.reply_exchange,
-            routing_key=message.properties["reply_to"],
+            routing_key=reply_to,
             correlation_id=message.properties.get("correlation_id"),
         )
         return result, exc_info

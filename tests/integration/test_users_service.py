@@ -1,5 +1,7 @@
 """The users service in a real container on a real RabbitMQ, on SQLite and PostgreSQL."""
 
+import time
+
 import pytest
 import requests
 from nameko.events import event_handler
@@ -159,3 +161,30 @@ def test_each_call_is_logged_once_with_its_request_id_outcome_and_duration(
     assert record.outcome == "expected_error" and record.error == "NotFound"
     assert record.request_id == "req-42" and record.call_id.startswith("users.get_user.")
     assert record.duration_ms >= 0
+
+
+@pytest.mark.parametrize("properties", [{}, {"content_type": None}], ids=["no reply_to", "bare"])
+def test_a_request_without_reply_to_gets_no_reply_and_kills_nothing(
+    users, rpc, rabbit_config, properties
+):
+    """nameko's responder raised KeyError on it, which killed the whole service."""
+    import json
+
+    from kombu import Connection, Exchange
+
+    with Connection(rabbit_config["AMQP_URI"]) as connection:
+        producer = connection.Producer()
+        body = json.dumps({"args": [], "kwargs": {}})
+        publish = {"content_type": "application/json", **properties}
+        if publish["content_type"] is None:
+            del publish["content_type"]
+        producer.publish(
+            body,
+            exchange=Exchange("nameko-rpc", type="topic", durable=True),
+            routing_key="users.health",
+            serializer=None,
+            **publish,
+        )
+    time.sleep(0.5)  # the request runs; a dying container would be gone by now
+    assert rpc.users.health()["status"] == "ok"
+    assert rpc.users.health()["status"] == "ok"
