@@ -19,6 +19,7 @@ words (the echo baseline is always measured, for the ratios).
 import json
 import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -44,7 +45,8 @@ ONLY = [word for word in os.environ.get("BENCH_ONLY", "").split(",") if word]
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBIT = os.environ.get("BENCH_RABBIT", "127.0.0.1:5672")
 RABBIT_API = os.environ.get("BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672")
-SECRET = "bench-secret-" + "x" * 40
+# production refuses a guessable JWT secret: a fresh random one per run
+SECRET = secrets.token_urlsafe(48)
 USERS = 8  # orders and reads spread over several users, as real traffic does
 
 PORTS = {
