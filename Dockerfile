@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for users, orders and gateway: the command picks the service, e.g.
-#   nameko run --config config/orders.yaml orders.service
+#   python -m shared.cli run --config config/orders.yaml orders.service   (nameko run, quiet)
 #   python -m scripts.wait_and_migrate config/users.yaml config/orders.yaml
 # Configuration comes from environment variables only (see deploy/README.md).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -50,4 +50,4 @@ EXPOSE 8000 8001 8002
 # Liveness of whichever service runs: its /health on the port of WEB_SERVER_ADDRESS.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('WEB_SERVER_ADDRESS', '0.0.0.0:8000').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2)"]
-CMD ["nameko", "run", "--config", "config/gateway.yaml", "gateway.service"]
+CMD ["python", "-m", "shared.cli", "run", "--config", "config/gateway.yaml", "gateway.service"]

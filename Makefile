@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
+# `python -m shared.cli ...` is `nameko ...` (or `python -m MODULE` with -m) without
+# eventlet's deprecation banner and py-amqp's closing-channel noise: see shared/cli.py
+QUIET := $(BIN)/python -m shared.cli
 
-.PHONY: help install run migrate shell test unit integration lint format clean bench deadletters replay fault
+.PHONY: help install run migrate shell test unit integration lint format clean bench deadletters replay replay-args fault
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,7 +32,7 @@ run: $(STAMP) ## migrate, then run every service with `nameko run` (Ctrl-C stops
 	$(BIN)/python -m scripts.run
 
 shell: $(STAMP) ## nameko shell on the local broker, with the project's exceptions loaded
-	PYTHONSTARTUP=shared/shell.py $(BIN)/nameko shell --config config/users.yaml
+	PYTHONSTARTUP=shared/shell.py $(QUIET) shell --config config/users.yaml
 
 test: $(STAMP) ## the whole suite: unit and integration (needs RabbitMQ and PostgreSQL)
 	$(PYTEST) tests
@@ -52,10 +55,14 @@ clean:
 	rm -rf var .pytest_cache .ruff_cache
 
 deadletters: $(STAMP) ## list the dead letters of users and orders
-	for c in users orders; do $(BIN)/python -m shared.deadletters config/$$c.yaml list; done
+	for c in users orders; do $(QUIET) -m shared.deadletters config/$$c.yaml list || exit 1; done
 
-replay: $(STAMP) ## replay dead letters: make replay SERVICE=orders [EVENT_ID=...]
-	$(BIN)/python -m shared.deadletters config/$(SERVICE).yaml replay $(if $(EVENT_ID),--event-id $(EVENT_ID))
+# checked before anything else runs, so a missing argument costs nothing but the usage line
+replay-args:
+	@test -n "$(SERVICE)" || { echo "usage: make replay SERVICE=users|orders [EVENT_ID=...]" >&2; exit 2; }
+
+replay: replay-args $(STAMP) ## replay dead letters: make replay SERVICE=orders [EVENT_ID=...]
+	$(QUIET) -m shared.deadletters config/$(SERVICE).yaml replay $(if $(EVENT_ID),--event-id $(EVENT_ID))
 
 fault: $(STAMP) ## kill, restart and overload the real system on PostgreSQL and RabbitMQ; run alone (~2 min)
 	$(BIN)/python -m tests.fault.run

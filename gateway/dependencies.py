@@ -46,7 +46,7 @@ class Tokens(DependencyProvider):
             self.secret = jwt_secret(config)
         except ConfigError as error:
             log.critical("%s", error)
-            raise SystemExit(str(error)) from None
+            raise SystemExit(1) from None  # the message is logged: one line, JSON if asked
         self.access_lifetime = timedelta(minutes=int(config.get("ACCESS_TOKEN_MINUTES", 15)))
         self.refresh_lifetime = timedelta(days=int(config.get("REFRESH_TOKEN_DAYS", 7)))
         # access tokens already verified, by their exact text: a client sends the

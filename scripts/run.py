@@ -9,10 +9,22 @@ Per-process settings take the service's prefix here, because one shell starts
 all three: USERS_WEB_SERVER_ADDRESS becomes the users process's
 WEB_SERVER_ADDRESS (likewise ORDERS_, GATEWAY_); the database URIs are already
 prefixed (USERS_DB_URI, ORDERS_DB_URI). Ctrl-C or SIGTERM stops them all.
+
+The services run through ``python -m shared.cli run`` (``nameko run`` without
+eventlet's deprecation banner, see shared.cli). This script's own lines are
+plain text on stderr, or with ``LOG_FORMAT=json`` JSON lines like the services'.
+A database or broker that refuses the configured credentials, or cannot be
+reached, is named in one line (exit status 1), without a traceback.
 """
+
+# ruff: noqa: E402  (the imports wait until quiet() has run)
+from shared.cli import quiet
+
+quiet()  # before the imports below bring in eventlet (see shared.cli)
 
 import argparse
 import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -24,7 +36,8 @@ from urllib.parse import urlsplit, urlunsplit
 from kombu import Connection
 
 from shared.config import ConfigError
-from shared.migrate import load_config, upgrade
+from shared.logs import tool_logger
+from shared.migrate import is_refusal, load_config, refused, upgrade
 
 # (service, module, config); a service whose module does not exist yet is skipped
 SERVICES = [
@@ -33,6 +46,7 @@ SERVICES = [
     ("gateway", "gateway.service", "config/gateway.yaml"),
 ]
 STOP_GRACE_SECONDS = 15
+log = logging.getLogger("run")
 
 
 def available_services():
@@ -44,11 +58,14 @@ def available_services():
 
 
 def broker_reachable(amqp_uri, timeout=3):
+    """True when RabbitMQ answers; raises ``Refused`` when it refuses the credentials."""
     try:
         with Connection(amqp_uri, connect_timeout=timeout) as connection:
             connection.ensure_connection(max_retries=1)
         return True
-    except Exception:
+    except Exception as error:
+        if is_refusal(error):
+            raise refused(f"RabbitMQ at {hide_password(amqp_uri)}", error) from None
         return False
 
 
@@ -60,7 +77,7 @@ def ensure_broker(amqp_uri):
     local_default = parts.hostname in ("localhost", "127.0.0.1") and parts.port in (None, 5672)
     server = shutil.which("rabbitmq-server")
     if local_default and server:
-        print("RabbitMQ is installed but not running: starting it (rabbitmq-server -detached)")
+        log.info("RabbitMQ is installed but not running: starting it (rabbitmq-server -detached)")
         subprocess.run([server, "-detached"], check=False)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -82,7 +99,7 @@ def migrate(services):
         config = load_config(config_path)
         if config.get("DB_URIS"):
             service_name, where = upgrade(config)
-            print(f"{service_name}: database at {where} is up to date")
+            log.info("%s: database at %s is up to date", service_name, where)
 
 
 def process_env(name):
@@ -95,9 +112,12 @@ def process_env(name):
 
 
 def start(services):
-    nameko = os.path.join(os.path.dirname(sys.executable), "nameko")
+    """One ``nameko run`` process a service, through shared.cli (no eventlet banner)."""
     return {
-        name: subprocess.Popen([nameko, "run", "--config", config, module], env=process_env(name))
+        name: subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "run", "--config", config, module],
+            env=process_env(name),
+        )
         for name, module, config in services
     }
 
@@ -124,16 +144,16 @@ def supervise(processes):
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"running {', '.join(processes)}; Ctrl-C stops them", flush=True)
+    log.info("running %s; Ctrl-C stops them", ", ".join(processes))
     while not stopping:
         dead = [name for name, process in processes.items() if process.poll() is not None]
         if dead:
-            print(f"{', '.join(dead)} stopped unexpectedly; stopping the others", flush=True)
+            log.error("%s stopped unexpectedly; stopping the others", ", ".join(dead))
             stop(processes)
             return 1
         time.sleep(0.2)
     stop(processes)
-    print("stopped", flush=True)
+    log.info("stopped")
     return 0
 
 
@@ -141,22 +161,31 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--migrate-only", action="store_true")
     args = parser.parse_args(argv)
+    tool_logger("run")
 
     services = available_services()
     try:
         migrate(services)
     except ConfigError as error:
-        sys.exit(str(error))
+        log.error("%s", error)
+        return 1
     if args.migrate_only:
         return 0
 
     amqp_uri = load_config(services[0][2])["AMQP_URI"]
-    if not ensure_broker(amqp_uri):
-        sys.exit(
-            f"RabbitMQ is not reachable at {hide_password(amqp_uri)}: start one "
+    try:
+        reachable = ensure_broker(amqp_uri)
+    except ConfigError as error:
+        log.error("%s", error)
+        return 1
+    if not reachable:
+        log.error(
+            "RabbitMQ is not reachable at %s: start one "
             "(`docker run -d -p 5672:5672 -p 15672:15672 rabbitmq:3-management`, or install "
-            "rabbitmq-server) or set AMQP_URI."
+            "rabbitmq-server) or set AMQP_URI.",
+            hide_password(amqp_uri),
         )
+        return 1
     return supervise(start(services))
 
 

@@ -13,11 +13,24 @@ back. A config without ``DB_URIS`` (the gateway's) only waits for the broker.
 
 Every wait is bounded: it retries with a growing pause (up to
 ``WAIT_MAX_INTERVAL`` seconds) and gives up after ``WAIT_TIMEOUT`` seconds
-(default 120) with one line naming what did not answer, exit status 1. The URIs
-come from the same YAML and environment the services run with.
+(default 120) with one line naming what did not answer, exit status 1. A server
+that answers but refuses the credentials or names in its URI (PostgreSQL's
+"password authentication failed", a role or database that does not exist,
+RabbitMQ's ACCESS_REFUSED or an unknown vhost) ends the wait at once with one
+line naming the refusal, exit status 1: retrying cannot fix a wrong password.
+The URIs come from the same YAML and environment the services run with.
+
+Its lines are plain text, or with ``LOG_FORMAT=json`` the JSON lines the
+services write; eventlet's deprecation banner is not shown.
 """
 
+# ruff: noqa: E402  (the imports wait until quiet() has run)
+from shared.cli import quiet
+
+quiet()  # before the imports below bring in eventlet (see shared.cli)
+
 import argparse
+import logging
 import os
 import sys
 import time
@@ -31,7 +44,17 @@ from sqlalchemy.engine import make_url
 from scripts.run import hide_password
 from shared.config import ConfigError, check_database, validate
 from shared.db import engine_for
-from shared.migrate import alembic_config, load_config, service_name_of, upgrade
+from shared.logs import tool_logger
+from shared.migrate import (
+    Refused,
+    alembic_config,
+    describe,
+    is_refusal,
+    load_config,
+    refused,
+    service_name_of,
+    upgrade,
+)
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_INTERVAL = 5.0
@@ -39,14 +62,11 @@ FIRST_INTERVAL = 0.5
 CONNECT_TIMEOUT = 5
 
 
+log = logging.getLogger("wait_and_migrate")
+
+
 class NotReady(Exception):
     """A dependency did not answer within the bounded wait."""
-
-
-def describe(error):
-    """The first line of what went wrong (a driver's error, not SQLAlchemy's wrapper)."""
-    message = str(getattr(error, "orig", None) or error).strip()
-    return message.splitlines()[0] if message else type(error).__name__
 
 
 def env_seconds(name, default):
@@ -61,7 +81,11 @@ def env_seconds(name, default):
 
 
 def wait_for(what, check, timeout, max_interval, sleep=time.sleep, clock=time.monotonic):
-    """Call ``check()`` until it returns without raising, for at most ``timeout`` seconds."""
+    """Call ``check()`` until it returns without raising, for at most ``timeout`` seconds.
+
+    Raises :class:`NotReady` when time is up, and :class:`shared.migrate.Refused`
+    at once when the server refused the credentials or names it was given.
+    """
     deadline = clock() + timeout
     interval = FIRST_INTERVAL
     attempt = 0
@@ -70,13 +94,15 @@ def wait_for(what, check, timeout, max_interval, sleep=time.sleep, clock=time.mo
         try:
             check()
             if attempt > 1:
-                print(f"{what}: ready after {attempt} attempts", flush=True)
+                log.info("%s: ready after %d attempts", what, attempt)
             return
         except Exception as error:
+            if is_refusal(error):
+                raise refused(what, error) from None
             remaining = deadline - clock()
             if remaining <= 0:
                 raise NotReady(f"{what} not ready after {timeout:g} s: {describe(error)}") from None
-            print(f"{what}: not ready ({describe(error)}); retrying in {interval:g} s", flush=True)
+            log.info("%s: not ready (%s); retrying in %g s", what, describe(error), interval)
             sleep(min(interval, remaining))
             interval = min(interval * 2, max_interval)
 
@@ -120,6 +146,7 @@ def main(argv=None):
         help="migrate nothing; wait until the databases are at the newest migration",
     )
     args = parser.parse_args(argv)
+    tool_logger("migrate")
     try:
         timeout = env_seconds("WAIT_TIMEOUT", DEFAULT_TIMEOUT)
         max_interval = env_seconds("WAIT_MAX_INTERVAL", DEFAULT_MAX_INTERVAL)
@@ -148,9 +175,10 @@ def main(argv=None):
             )
             if not args.wait_only:
                 service_name, where = upgrade(config)
-                print(f"{service_name}: database at {where} is up to date", flush=True)
+                log.info("%s: database at %s is up to date", service_name, where)
     except (ConfigError, NotReady) as error:
-        sys.exit(str(error))
+        log.error("%s", error, extra={"refused": isinstance(error, Refused)})
+        return 1
     return 0
 
 

@@ -96,7 +96,7 @@ class ConfigCheck(DependencyProvider):
             validate(self.container.config, self.container.service_name, self.checks)
         except ConfigError as error:
             logging.getLogger(__name__).critical("%s", error)
-            raise SystemExit(str(error)) from None
+            raise SystemExit(1) from None  # the message is logged: one line, JSON if asked
 
     def get_dependency(self, worker_ctx):
         return self.container.config

@@ -9,6 +9,8 @@ wires :class:`ContextFilter` and :func:`formatter`; ``nameko run`` applies it.
 import contextvars
 import json
 import logging
+import os
+import sys
 import time
 from weakref import WeakKeyDictionary
 
@@ -73,6 +75,39 @@ def formatter(format="text"):
     if format == "json":
         return JsonFormatter()
     return logging.Formatter(TEXT_FORMAT)
+
+
+def tool_logger(service):
+    """Log setup of a command-line tool (migrations, ``make run``): its lines and warnings.
+
+    With ``LOG_FORMAT=json`` every record, and every warning (through
+    ``logging.captureWarnings``), is one JSON line like the services' own, with
+    ``service`` set to ``service``; otherwise a record is its bare message.
+    INFO goes to stdout, WARNING and worse to stderr. The tool's own loggers
+    show INFO; alembic, amqp and kombu only WARNING and worse.
+    """
+    json_lines = os.environ.get("LOG_FORMAT", "text") == "json"
+    handlers = []
+    for stream, wanted in ((sys.stdout, _BelowWarning()), (sys.stderr, None)):
+        handler = logging.StreamHandler(stream)
+        handler.addFilter(ContextFilter(service))
+        if wanted:
+            handler.addFilter(wanted)
+        else:
+            handler.setLevel(logging.WARNING)
+        handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(message)s"))
+        handlers.append(handler)
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(logging.INFO)
+    for library in ("alembic", "amqp", "kombu"):
+        logging.getLogger(library).setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record):
+        return record.levelno < logging.WARNING
 
 
 def current_request_id():

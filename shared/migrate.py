@@ -4,12 +4,16 @@
     python -m shared.migrate config/users.yaml revision -m "add x" --autogenerate
 
 The database URL comes from the same YAML (and environment) the service runs
-with, so migrations and service can never point at different databases.
+with, so migrations and service can never point at different databases. A
+database that refuses the URI's user, password or database name, or cannot be
+reached, ends the command with one line saying which (exit status 1), not a
+traceback.
 """
 
 import argparse
 import importlib
 import os
+import re
 import sys
 
 import yaml
@@ -17,8 +21,61 @@ from alembic import command
 from alembic.config import Config
 from nameko.cli.main import setup_yaml_parser
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from shared.config import ConfigError, check_database, validate
+from shared.exceptions import Unavailable
+
+# What PostgreSQL (and RabbitMQ) answer when the server is up but refuses the
+# URI's credentials or names: waiting cannot change that answer.
+REFUSALS = re.compile(
+    r"password authentication failed"
+    r"|role \".*?\" does not exist"
+    r"|database \".*?\" does not exist"
+    r"|no pg_hba\.conf entry"
+    r"|ACCESS_REFUSED"
+    r"|vhost .* not found",
+)
+
+
+class Refused(ConfigError):
+    """The server answered, and refused the configured credentials or names."""
+
+
+def root_cause(error):
+    """The innermost error under ``error``: the driver's, not SQLAlchemy's or ours.
+
+    ``shared.db`` turns a failed connection into ``Unavailable`` ("cannot be
+    reached") whatever the reason; the driver's error it was raised from says
+    what really happened.
+    """
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "orig", None) or error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def describe(error):
+    """The first line of what went wrong, as the server or driver said it."""
+    cause = root_cause(error)
+    message = str(cause).strip()
+    return message.splitlines()[0] if message else type(cause).__name__
+
+
+def is_refusal(error):
+    """True when the server refused the credentials or names (not: could not be reached)."""
+    return bool(REFUSALS.search(str(root_cause(error))))
+
+
+def refused(what, error):
+    return Refused(
+        f"{what} refused the connection: {describe(error)} "
+        "(check the user name, password and the database or vhost name in its URI)"
+    )
 
 
 def load_config(path):
@@ -51,8 +108,17 @@ def upgrade(config, revision="head"):
     service_name = service_name_of(config)
     validate(config, service_name, (check_database,))
     db_uri = config["DB_URIS"][f"{service_name}:Base"]
-    command.upgrade(alembic_config(service_name, db_uri), revision)
-    return service_name, make_url(db_uri).render_as_string(hide_password=True)
+    where = make_url(db_uri).render_as_string(hide_password=True)
+    try:
+        command.upgrade(alembic_config(service_name, db_uri), revision)
+    except Exception as error:
+        what = f"{service_name} database at {where}"
+        if is_refusal(error):
+            raise refused(what, error) from error
+        if isinstance(error, (Unavailable, OperationalError)):
+            raise ConfigError(f"{what} cannot be reached: {describe(error)}") from error
+        raise
+    return service_name, where
 
 
 def main(argv=None):

@@ -65,7 +65,9 @@ def test_app_services_share_one_image_and_the_command_picks_the_service():
     assert len(images) == 1
     for name in APP_SERVICES:
         assert services[name]["command"] == [
-            "nameko",
+            "python",
+            "-m",
+            "shared.cli",  # nameko run, without eventlet's deprecation banner
             "run",
             "--config",
             f"config/{name}.yaml",
