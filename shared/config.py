@@ -11,6 +11,8 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from shared.queues import check_queue_type
+
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -44,6 +46,8 @@ def check_common(config, service_name):
         problems.append(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}: set LOG_FORMAT")
     if str(config.get("LOG_LEVEL", "INFO")).upper() not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}: set LOG_LEVEL")
+
+    problems += check_queue_type(config, service_name)
 
     timeout = config.get("RPC_TIMEOUT", 5)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:

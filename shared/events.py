@@ -59,6 +59,7 @@ from shared.config import ConfigError
 from shared.db import UTCDateTime, prebuilt_insert
 from shared.exceptions import InvalidInput
 from shared.outbox import utcnow
+from shared.queues import declare_typed, queue_type
 
 log = logging.getLogger(__name__)
 
@@ -252,21 +253,35 @@ class EventHandler(_NamekoEventHandler):
         self.retry_delay = float(config.get("EVENT_RETRY_DELAY", 1))
         name = self.queue.name
         self.retries_exchange = retries_exchange(self.container.service_name)
-        self.retry_queue = Queue(
-            retry_queue_name(name),
-            exchange=self.retries_exchange,
-            routing_key=retry_queue_name(name),
-            durable=True,
-            queue_arguments={
-                "x-dead-letter-exchange": self.retries_exchange.name,
-                "x-dead-letter-routing-key": name,
-            },
+        kind = queue_type(config)
+        amqp_uri, ssl = config["AMQP_URI"], config.get("AMQP_SSL")
+        self.queue = declare_typed(self.queue, kind, amqp_uri, ssl)
+        self.retry_queue = declare_typed(
+            Queue(
+                retry_queue_name(name),
+                exchange=self.retries_exchange,
+                routing_key=retry_queue_name(name),
+                durable=True,
+                queue_arguments={
+                    "x-dead-letter-exchange": self.retries_exchange.name,
+                    "x-dead-letter-routing-key": name,
+                },
+            ),
+            kind,
+            amqp_uri,
+            ssl,
+            dead_letters_back=True,
         )
-        self.dead_letter_queue = Queue(
-            dead_letter_queue_name(name),
-            exchange=self.retries_exchange,
-            routing_key=dead_letter_queue_name(name),
-            durable=True,
+        self.dead_letter_queue = declare_typed(
+            Queue(
+                dead_letter_queue_name(name),
+                exchange=self.retries_exchange,
+                routing_key=dead_letter_queue_name(name),
+                durable=True,
+            ),
+            kind,
+            amqp_uri,
+            ssl,
         )
         self.publisher = Publisher(
             config["AMQP_URI"],

@@ -67,6 +67,7 @@ from nameko.rpc import RpcConsumer as _RpcConsumer
 from nameko.rpc import RpcProxy, RpcReply, get_rpc_exchange
 
 from shared.exceptions import Unavailable
+from shared.queues import declare_typed, queue_type
 
 DEFAULT_TIMEOUT = 5
 log = logging.getLogger(__name__)
@@ -272,11 +273,18 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
 
 
 class RpcConsumer(_RpcConsumer):
-    """nameko's ``RpcConsumer``, replying with transient, unconfirmed messages."""
+    """nameko's ``RpcConsumer``, replying with transient, unconfirmed messages,
+    on a service queue of the configured ``QUEUE_TYPE`` (see :mod:`shared.queues`)."""
 
     def setup(self):
         super().setup()
         config = self.container.config
+        self.queue = declare_typed(
+            self.queue,
+            queue_type(config),
+            config[AMQP_URI_CONFIG_KEY],
+            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+        )
         self.reply_exchange = get_rpc_exchange(config)
         self.reply_publisher = LeanPublisher(
             config[AMQP_URI_CONFIG_KEY],
