@@ -17,6 +17,7 @@ from gateway.http import client_address
 from gateway.settings import jwt_secret, trusted_proxies
 from shared import tokens
 from shared.config import ConfigError
+from shared.framework import QueueConsumer
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ class RevocationFeed(EventHandler):
     every (re)connection to the broker, which is exactly when events may have
     been missed, so that is where the revocations learn it.
     """
+
+    queue_consumer = QueueConsumer()  # survives an ack on a reset connection
 
     def __init__(self, source_service, event_type, **kwargs):
         super().__init__(

@@ -58,6 +58,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.config import ConfigError
 from shared.db import UTCDateTime, prebuilt_insert
 from shared.exceptions import InvalidInput
+from shared.framework import QueueConsumer
 from shared.outbox import utcnow
 from shared.queues import declare_typed, queue_type
 
@@ -234,6 +235,7 @@ class EventHandler(_NamekoEventHandler):
     :func:`handle_once` does for one), retries and dead letters.
     """
 
+    queue_consumer = QueueConsumer()  # survives an ack on a reset connection
     # set by register_metrics when the service has a Metrics provider
     processed_counter = duplicates_counter = retried_counter = dead_lettered_counter = None
 

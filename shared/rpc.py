@@ -34,15 +34,13 @@ is left running after it fires; the reply slot it leaves is removed.
 
 import inspect
 import logging
-import socket
 import sys
 import uuid
 
 import eventlet
 import kombu.serialization
-from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu import Connection
-from kombu.exceptions import ChannelError, OperationalError
+from kombu.exceptions import ChannelError
 from kombu.pools import producers
 from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.constants import (
@@ -67,12 +65,12 @@ from nameko.rpc import RpcConsumer as _RpcConsumer
 from nameko.rpc import RpcProxy, RpcReply, get_rpc_exchange
 
 from shared.exceptions import Unavailable
+from shared.framework import CONNECTION_ERRORS, QueueConsumer, ReplyListener
 from shared.queues import declare_typed, queue_type
 
 DEFAULT_TIMEOUT = 5
 log = logging.getLogger(__name__)
 
-CONNECTION_ERRORS = (OperationalError, AmqpConnectionError, ConnectionError, socket.error)
 
 # one kombu Connection per broker and option set, only as the key of its pools
 _pool_keys = {}
@@ -212,10 +210,7 @@ class TimedServiceProxy:
         # comes, which for a dead callee is never: drop ours
         if reply is None:
             return
-        pending = self._provider.rpc_reply_listener._reply_events
-        for correlation_id, event in list(pending.items()):
-            if event is reply.reply_event:
-                pending.pop(correlation_id, None)
+        self._provider.rpc_reply_listener.forget(reply_event=reply.reply_event)
 
 
 class TimedRpcProxy(RpcProxy, HeaderEncoder):
@@ -224,6 +219,8 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
     Requests go out as nameko's ``MethodProxy`` sends them (same message, same
     headers, so any nameko service answers), through one shared publisher.
     """
+
+    rpc_reply_listener = ReplyListener()
 
     def setup(self):
         config = self.container.config
@@ -264,10 +261,10 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
                 extra_headers=self.get_message_headers(worker_ctx),
             )
         except UndeliverableMessage:
-            self.rpc_reply_listener._reply_events.pop(correlation_id, None)
+            self.rpc_reply_listener.forget(correlation_id)
             raise UnknownService(self.target_service) from None
         except BaseException:  # the deadline too: no reply will be waited for
-            self.rpc_reply_listener._reply_events.pop(correlation_id, None)
+            self.rpc_reply_listener.forget(correlation_id)
             raise
         return RpcReply(reply_event)
 
@@ -275,6 +272,8 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
 class RpcConsumer(_RpcConsumer):
     """nameko's ``RpcConsumer``, replying with transient, unconfirmed messages,
     on a service queue of the configured ``QUEUE_TYPE`` (see :mod:`shared.queues`)."""
+
+    queue_consumer = QueueConsumer()
 
     def setup(self):
         super().setup()

@@ -58,14 +58,21 @@ _swept = False
 # --- small helpers ----------------------------------------------------------------------------
 
 
+# ports handed out by this process: several nodes get theirs before any of them listens
+_handed_out = set()
+
+
 def free_port(avoid=()):
-    """A TCP port nothing listens on now (the OS picks it); never one in ``avoid``."""
+    """A TCP port nothing listens on now (the OS picks it); never one in ``avoid``,
+    nor one this process handed out before."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         # the machine's fixed ports are never handed out by the OS, but be explicit
-        if port not in avoid and port not in (MACHINE_RABBIT_PORT, MACHINE_POSTGRES_PORT):
+        taken = {*avoid, *_handed_out, MACHINE_RABBIT_PORT, MACHINE_POSTGRES_PORT}
+        if port not in taken:
+            _handed_out.add(port)
             return port
 
 

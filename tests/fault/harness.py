@@ -57,20 +57,38 @@ SERVICE_CLASSES = {
 class Vhost:
     """A vhost on the run's private RabbitMQ, made and read through its management API."""
 
-    def __init__(self, rabbit):
-        self.rabbit = rabbit
+    def __init__(self, rabbits):
+        # one node, or the nodes of a cluster (the first is the one first asked)
+        self.rabbits = rabbits if isinstance(rabbits, list | tuple) else [rabbits]
+        self.rabbit = self.rabbits[0]
         self.name = f"fault-{uuid.uuid4().hex[:10]}"
 
     @property
     def amqp_uri(self):
-        return self.rabbit.amqp_uri(self.name)
+        """One URI, or a failover list (``uri1;uri2;...``) when there are several nodes."""
+        return ";".join(rabbit.amqp_uri(self.name) for rabbit in self.rabbits)
 
     def _api(self, method, path, **kwargs):
-        response = requests.request(
-            method, f"{self.rabbit.management_url}/api/{path}", auth=GUEST, timeout=10, **kwargs
-        )
-        response.raise_for_status()
-        return response
+        # any live node's management API answers for the whole cluster
+        error = None
+        for rabbit in self.rabbits:
+            try:
+                response = requests.request(
+                    method, f"{rabbit.management_url}/api/{path}", auth=GUEST, timeout=10, **kwargs
+                )
+            except requests.RequestException as failure:
+                error = failure
+                continue
+            response.raise_for_status()
+            return response
+        raise error
+
+    def queue_leader(self, queue):
+        """The node that holds ``queue`` (a quorum queue's leader)."""
+        info = self._api(
+            "GET", f"queues/{quote(self.name, safe='')}/{quote(queue, safe='')}"
+        ).json()
+        return info.get("leader") or info.get("node")
 
     def create(self):
         self._api("PUT", f"vhosts/{quote(self.name, safe='')}")
@@ -100,7 +118,7 @@ class Vhost:
 class System:
     """users, one or two orders instances and the gateway as ``nameko run`` processes."""
 
-    def __init__(self, log_dir, vhost, db_uris):
+    def __init__(self, log_dir, vhost, db_uris, replicas=1, **extra_env):
         self.log_dir = str(log_dir)
         self.env = system_env(
             vhost.amqp_uri,
@@ -111,9 +129,12 @@ class System:
             RPC_TIMEOUT="3",
             EVENT_RETRY_DELAY="1",
             EVENT_MAX_RETRIES="4",
+            **extra_env,
         )
         self.users = self.process("users")
-        self.orders = [self.process("orders")]
+        # more users replicas beside the one the faults address by name
+        self.more_users = [self.process("users") for _ in range(replicas - 1)]
+        self.orders = [self.process("orders") for _ in range(replicas)]
         self.gateway = self.process("gateway")
 
     def process(self, name):
@@ -126,7 +147,7 @@ class System:
 
     @property
     def processes(self):
-        return [self.users, *self.orders, self.gateway]
+        return [self.users, *self.more_users, *self.orders, self.gateway]
 
     def start(self):
         migrate(self.env)
@@ -421,12 +442,17 @@ class FaultRun:
     fault acts on those private servers or on the run's own processes only.
     """
 
-    def __init__(self, log_dir, clients=4):
+    def __init__(self, log_dir, clients=4, nodes=1, replicas=1):
+        """``nodes`` > 1: a RabbitMQ cluster of that many private nodes, with
+        quorum queues; ``replicas``: instances of users and of orders."""
         self.log_dir = log_dir
         self.clients = clients
-        self.rabbit = PrivateRabbit()
+        self.replicas = replicas
+        self.rabbits = [PrivateRabbit() for _ in range(nodes)]
+        self.rabbit = self.rabbits[0]
         self.postgres = PrivatePostgres()
-        self.vhost = Vhost(self.rabbit)
+        self.vhost = Vhost(self.rabbits)
+        self.details = []  # per fault: requests failed, orders made while it lasted
         self.databases = None
         self.system = None
         self.load = None
@@ -440,14 +466,19 @@ class FaultRun:
         self.started = time.monotonic()
         os.makedirs(self.log_dir, exist_ok=True)
         try:
-            # the node boots in the background while the cluster is made
-            self.rabbit.start(wait=False)
+            # the nodes boot in the background while the PostgreSQL cluster is made
+            for rabbit in self.rabbits:
+                rabbit.start(wait=False)
             self.postgres.start()
-            self.rabbit.wait_ready()
+            for rabbit in self.rabbits:
+                rabbit.wait_ready()
+            for rabbit in self.rabbits[1:]:
+                rabbit.join(self.rabbit)
             self.vhost.create()
             self.databases = PostgresDatabases(self.postgres.url())
             uris = {name: self.databases.get(name) for name in ("users", "orders")}
-            self.system = System(self.log_dir, self.vhost, uris)
+            extra = {"QUEUE_TYPE": "quorum"} if len(self.rabbits) > 1 else {}
+            self.system = System(self.log_dir, self.vhost, uris, self.replicas, **extra)
             self.system.start()
             self.load = Load(self.system.api, self.clients).start()
         except BaseException:
@@ -465,7 +496,8 @@ class FaultRun:
         finally:
             # the servers are the run's own: wiping them drops the vhost and the databases too
             try:
-                self.rabbit.destroy()
+                for rabbit in self.rabbits:
+                    rabbit.destroy()
             finally:
                 self.postgres.destroy()
 
@@ -511,6 +543,55 @@ class FaultRun:
         time.sleep(down_seconds)
         self.rabbit.start()
         return self.recovered("kill -9 RabbitMQ, restart", time.monotonic())
+
+    def node_down(self, rabbit, name, stop, down_seconds):
+        """``stop(rabbit)``, the load going on for ``down_seconds``, then the node back.
+
+        Records how many requests failed (5xx, timeouts, connection errors:
+        the clients retried them) and how many orders were acknowledged while
+        the node was down, and how long until every process was ready again.
+        """
+        stats = self.load.stats
+
+        def failed():
+            with stats.lock:
+                statuses = sum(n for status, n in stats.statuses.items() if status >= 500)
+                return statuses + sum(stats.failures.values())
+
+        def acknowledged():
+            with stats.lock:
+                return len(stats.acknowledged)
+
+        failed_before, acknowledged_before = failed(), acknowledged()
+        stop(rabbit)
+        time.sleep(down_seconds)
+        made_while_down = acknowledged() - acknowledged_before
+        rabbit.start()
+        seconds = self.recovered(name, time.monotonic())
+        self.details.append(
+            {
+                "fault": name,
+                "requests_failed": failed() - failed_before,
+                "orders_acknowledged_while_down": made_while_down,
+                "seconds_until_ready_after_restart": seconds,
+            }
+        )
+        if len(self.rabbits) > 1 and made_while_down == 0:
+            self.errors.append(f"{name}: no order was acknowledged while the node was down")
+        return seconds
+
+    def kill_queue_leader_node(self, queue="rpc-orders", down_seconds=6.0):
+        """kill -9 the cluster node holding ``queue``'s leader; boot it again later."""
+        leader = self.vhost.queue_leader(queue)
+        rabbit = next(r for r in self.rabbits if r.node == leader)
+        return self.node_down(
+            rabbit, f"kill -9 {queue}'s leader node", lambda r: r.kill(), down_seconds
+        )
+
+    def stop_node_gracefully(self, down_seconds=6.0, spare=None):
+        """``rabbitmqctl stop`` a node other than ``spare``; boot it again later."""
+        rabbit = next(r for r in reversed(self.rabbits) if r is not spare)
+        return self.node_down(rabbit, "stop a node gracefully", lambda r: r.stop(), down_seconds)
 
     def restart_postgres(self, down_seconds=2.0):
         """The private cluster stopped in immediate mode (a crash: sessions cut), started again."""
@@ -601,7 +682,7 @@ class FaultRun:
                 return {name: n for name, n in found.items() if n}
 
             dead_letter_queues = [q for q in self.vhost.queue_names() if q.endswith(".dead-letter")]
-            retry_queues = [q for q in self.vhost.queue_names() if q.endswith(".retry")]
+            retry_queues = [q for q in self.vhost.queue_names() if q.endswith(".delay")]
 
             def dead_letters():
                 counts = self.vhost.message_counts(dead_letter_queues + retry_queues)
@@ -643,6 +724,7 @@ class FaultRun:
             problems.append(f"client errors: {client_errors}")
         return {
             "faults": list(self.faults),
+            "node_faults": list(self.details),
             "requests": stats.requests,
             "retries": stats.retries,
             "statuses": dict(sorted(stats.statuses.items())),
@@ -659,7 +741,8 @@ class FaultRun:
             "dead_letter_queues": dead_letter_queues,
             "seconds": round(time.monotonic() - self.started, 1),
             "setup_seconds": round(self.setup_seconds or 0, 1),
-            "servers": f"private RabbitMQ {self.rabbit.node} on :{self.rabbit.amqp_port}, "
+            "servers": f"private RabbitMQ {', '.join(r.node for r in self.rabbits)} "
+            f"on :{', :'.join(str(r.amqp_port) for r in self.rabbits)}, "
             f"private PostgreSQL {self.postgres.version}/{self.postgres.name} "
             f"on :{self.postgres.port}",
             "problems": problems,
@@ -672,6 +755,11 @@ def format_report(report):
     for name, seconds in report["faults"]:
         shown = "never" if seconds is None else f"{seconds:.1f} s"
         lines.append(f"  - {name}: serving again after {shown}")
+    for detail in report.get("node_faults", []):
+        lines.append(
+            f"  - {detail['fault']}: {detail['requests_failed']} requests failed (retried), "
+            f"{detail['orders_acknowledged_while_down']} orders acknowledged while it was down"
+        )
     lines.append(
         f"requests sent: {report['requests']}, client retries: {report['retries']}, "
         f"longest request: {report['longest_request_seconds']} s"

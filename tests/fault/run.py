@@ -47,11 +47,25 @@ def scenario(run, calm):
     run.calm(calm)
 
 
+def cluster_scenario(run, calm):
+    """A 3-node RabbitMQ cluster with quorum queues, two replicas of users and orders."""
+    run.calm(calm)
+    run.step(run.kill_queue_leader_node)
+    run.calm(calm)
+    run.step(run.stop_node_gracefully)
+    run.calm(calm)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--calm", type=float, default=5.0, help="seconds of load between faults")
     parser.add_argument("--log-dir", help="keep the services' logs here (default: a temp dir)")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="3 RabbitMQ nodes with quorum queues, 2 replicas of users and orders; node faults",
+    )
     args = parser.parse_args(argv)
     # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the private servers are wiped
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -59,8 +73,9 @@ def main(argv=None):
     started = time.monotonic()
     print(f"fault run: {args.clients} clients, logs in {log_dir}", flush=True)
     with MachineServersWatch() as machine:
-        with FaultRun(log_dir, clients=args.clients) as run:
-            scenario(run, args.calm)
+        shape = {"nodes": 3, "replicas": 2} if args.cluster else {}
+        with FaultRun(log_dir, clients=args.clients, **shape) as run:
+            (cluster_scenario if args.cluster else scenario)(run, args.calm)
             run.finish_load()
             report = run.verify()
     report["problems"].extend(machine.problems())

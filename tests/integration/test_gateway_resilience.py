@@ -139,7 +139,7 @@ def test_a_call_that_gets_no_answer_is_504_within_the_timeout_and_leaves_nothing
     assert_error(response, 504, "TIMEOUT")
     assert 1 <= time.monotonic() - started < 2
     listener = next(e for e in gateway.extensions if isinstance(e, ReplyListener))
-    assert listener._reply_events == {}
+    assert listener.pending_replies() == 0
     assert gateway._worker_threads == {}
 
 

@@ -1,0 +1,83 @@
+"""Where this project leans on nameko's and kombu's insides: one place, one version.
+
+Written for nameko 2.14.1, kombu 5.7.0 and amqp 5.4.2 (the pins of
+constraints.txt). Importing this module on other versions fails at once with
+what to re-check, instead of letting an upgrade break a patched behaviour
+silently; tests/integration/test_framework.py holds one test per behaviour below.
+
+What is here:
+- :class:`QueueConsumer`: nameko's consumer of every service queue, surviving an
+  ack or requeue on a connection that a broker restart has just reset (nameko
+  catches only amqp's ``ConnectionError``; a socket's ``ConnectionResetError``
+  escaped, killed the container and with it the process). The unacked message is
+  redelivered on the new connection, and handlers are idempotent.
+- :class:`ReplyListener`: nameko's RPC reply listener on that consumer, with
+  :meth:`ReplyListener.forget` for a call that gave up waiting (nameko keeps its
+  reply slot until a reply comes, which for a dead callee is never).
+"""
+
+import logging
+import socket
+from importlib.metadata import version
+
+from amqp.exceptions import ConnectionError as AmqpConnectionError
+from kombu.exceptions import OperationalError
+from nameko.messaging import QueueConsumer as _QueueConsumer
+from nameko.rpc import ReplyListener as _ReplyListener
+
+log = logging.getLogger(__name__)
+
+WRITTEN_FOR = {"nameko": "2.14.1", "kombu": "5.7.0", "amqp": "5.4.2"}
+
+# what a broker connection that went away raises, from the socket up
+CONNECTION_ERRORS = (OperationalError, AmqpConnectionError, ConnectionError, socket.error)
+
+
+def check_versions(running):
+    """Refuse versions this module was not written for, saying what to re-check."""
+    wrong = {name: version for name, version in running.items() if version != WRITTEN_FOR[name]}
+    if wrong:
+        found = ", ".join(f"{name} {version}" for name, version in sorted(wrong.items()))
+        raise ImportError(
+            f"shared.framework was written for {WRITTEN_FOR} but found {found}: re-check every "
+            "patched behaviour listed in shared/framework.py (tests/integration/test_framework.py), "
+            "then update WRITTEN_FOR"
+        )
+
+
+check_versions({name: version(name) for name in WRITTEN_FOR})
+
+
+class QueueConsumer(_QueueConsumer):
+    """nameko's ``QueueConsumer``; an ack or requeue on a lost connection is logged, not raised."""
+
+    def ack_message(self, message):
+        try:
+            super().ack_message(message)
+        except CONNECTION_ERRORS as error:
+            log.warning("ack not sent, the broker connection is lost (redelivered): %s", error)
+
+    def requeue_message(self, message):
+        try:
+            super().requeue_message(message)
+        except CONNECTION_ERRORS as error:
+            log.warning("requeue not sent, the broker connection is lost: %s", error)
+
+
+class ReplyListener(_ReplyListener):
+    """nameko's ``ReplyListener`` on :class:`QueueConsumer`, able to forget a call."""
+
+    queue_consumer = QueueConsumer()
+
+    def forget(self, correlation_id=None, reply_event=None):
+        """Drop the reply slot of a call that stopped waiting (by id or by its event)."""
+        pending = self._reply_events  # nameko 2.14.1: correlation id -> Event
+        if correlation_id is not None:
+            pending.pop(correlation_id, None)
+        if reply_event is not None:
+            for key, event in list(pending.items()):
+                if event is reply_event:
+                    pending.pop(key, None)
+
+    def pending_replies(self):
+        return len(self._reply_events)

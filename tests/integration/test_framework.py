@@ -1,0 +1,71 @@
+"""shared.framework: one test per behaviour it patches in nameko (a real RabbitMQ).
+
+Each would fail if nameko or kombu changed what the patch relies on.
+"""
+
+import socket
+import uuid
+
+import pytest
+from kombu import Connection, Queue
+from nameko.messaging import QueueConsumer as NamekoQueueConsumer
+
+from shared import framework
+from shared.framework import QueueConsumer, ReplyListener
+
+pytestmark = pytest.mark.integration
+
+
+def test_other_framework_versions_are_refused_saying_what_to_recheck():
+    framework.check_versions(dict(framework.WRITTEN_FOR))
+    with pytest.raises(ImportError, match="re-check every patched behaviour"):
+        framework.check_versions({**framework.WRITTEN_FOR, "nameko": "3.0.0"})
+
+
+@pytest.fixture
+def delivered(rabbit_config):
+    """A real message delivered on a connection whose socket then breaks (a reset)."""
+    connection = Connection(rabbit_config["AMQP_URI"])
+    channel = connection.channel()
+    queue = Queue(f"reset-{uuid.uuid4().hex[:8]}", channel=channel, auto_delete=True)
+    queue.declare()
+    connection.Producer().publish("hello", exchange="", routing_key=queue.name)
+    message = None
+    while message is None:
+        message = queue.get(no_ack=False)
+    # what a broker restart does to a connection: the socket is gone under it
+    connection.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+    yield message
+    connection.collect()
+
+
+@pytest.mark.parametrize("operation", ["ack_message", "requeue_message"])
+def test_nameko_raises_on_a_reset_connection_and_the_patch_does_not(delivered, operation):
+    with pytest.raises(OSError):  # what killed the container (and so the process)
+        getattr(NamekoQueueConsumer(), operation)(delivered)
+    getattr(QueueConsumer(), operation)(delivered)  # logged, not raised
+
+
+def test_every_queue_consumer_of_the_project_is_the_patched_one():
+    from gateway.dependencies import RevocationFeed
+    from shared.events import EventHandler
+    from shared.rpc import RpcConsumer, TimedRpcProxy
+
+    consumers = [
+        RpcConsumer.queue_consumer,
+        EventHandler.queue_consumer,
+        RevocationFeed.queue_consumer,
+        TimedRpcProxy.rpc_reply_listener.queue_consumer,
+    ]
+    assert all(isinstance(consumer, QueueConsumer) for consumer in consumers)
+    assert isinstance(TimedRpcProxy.rpc_reply_listener, ReplyListener)
+
+
+def test_the_reply_listener_forgets_a_call_by_id_or_by_its_event():
+    listener = ReplyListener()
+    listener.get_reply_event("a")
+    event_b = listener.get_reply_event("b")
+    assert listener.pending_replies() == 2
+    listener.forget("a")
+    listener.forget(reply_event=event_b)
+    assert listener.pending_replies() == 0
