@@ -39,9 +39,9 @@ def check_versions(running):
     if wrong:
         found = ", ".join(f"{name} {version}" for name, version in sorted(wrong.items()))
         raise ImportError(
-            f"shared.framework was written for {WRITTEN_FOR} but found {found}: re-check every "
-            "patched behaviour listed in shared/framework.py (tests/integration/test_framework.py), "
-            "then update WRITTEN_FOR"
+            f"shared.framework was written for {WRITTEN_FOR} but found {found}: re-check "
+            "every patched behaviour listed in shared/framework.py "
+            "(tests/integration/test_framework.py), then update WRITTEN_FOR"
         )
 
 
