@@ -1,6 +1,6 @@
 """Request and response shapes that only the gateway has (the rest is :mod:`shared.schemas`)."""
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from shared.schemas import OrderSchema, UserSchema
 
@@ -9,7 +9,7 @@ TOKEN_MAX = 4096
 
 class RefreshRequestSchema(Schema):
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE
 
     refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=TOKEN_MAX))
 

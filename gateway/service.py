@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import eventlet
 
-from gateway import auth, openapi
+from gateway import auth, docs, openapi
 from gateway.dependencies import ClientAddresses, Revocations, Tokens, revocation_feed
 from gateway.errors import BadRequest, error_body
 from gateway.http import (
@@ -256,6 +256,15 @@ class GatewayService:
     @route("GET", "/openapi.json")
     def openapi_document(self, request):
         return json_response(openapi.document())
+
+    @route("GET", "/docs")
+    def docs_page(self, request):
+        """Swagger UI over /openapi.json; its assets come from the route below."""
+        return docs.page(request)
+
+    @route("GET", "/docs/<asset>")
+    def docs_asset(self, request, asset):
+        return docs.asset(request, asset)
 
 
 @contextmanager

@@ -11,9 +11,13 @@ What is here:
   catches only amqp's ``ConnectionError``; a socket's ``ConnectionResetError``
   escaped, killed the container and with it the process). The unacked message is
   redelivered on the new connection, and handlers are idempotent.
-- :class:`ReplyListener`: nameko's RPC reply listener on that consumer, with
-  :meth:`ReplyListener.forget` for a call that gave up waiting (nameko keeps its
-  reply slot until a reply comes, which for a dead callee is never).
+- :class:`ReplyListener`: nameko's RPC reply listener on that consumer, whose
+  reply queue is exclusive to its connection. nameko's is durable: in a cluster,
+  once its node died, redeclaring it failed (NOT_FOUND, "home node ... is down")
+  on every reconnect, and since one connection consumes all of a service's
+  queues, the service stopped taking RPC until that node came back. With
+  :meth:`ReplyListener.forget` for a call that gave up waiting (nameko keeps
+  its reply slot until a reply comes, which for a dead callee is never).
 """
 
 import logging
@@ -21,6 +25,7 @@ import socket
 from importlib.metadata import version
 
 from amqp.exceptions import ConnectionError as AmqpConnectionError
+from kombu import Queue
 from kombu.exceptions import OperationalError
 from nameko.messaging import QueueConsumer as _QueueConsumer
 from nameko.rpc import ReplyListener as _ReplyListener
@@ -68,6 +73,19 @@ class ReplyListener(_ReplyListener):
     """nameko's ``ReplyListener`` on :class:`QueueConsumer`, able to forget a call."""
 
     queue_consumer = QueueConsumer()
+
+    def setup(self):
+        super().setup()
+        queue = self.queue
+        # same name and binding; gone with its connection, made anew on the next one
+        self.queue = Queue(
+            queue.name,
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+        )
 
     def forget(self, correlation_id=None, reply_event=None):
         """Drop the reply slot of a call that stopped waiting (by id or by its event)."""

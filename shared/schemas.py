@@ -6,13 +6,11 @@ from them.
 """
 
 import functools
-import math
 import re
 import unicodedata
 from decimal import Context, Decimal
 
 from marshmallow import (
-    EXCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -127,7 +125,7 @@ class UserUpdateSchema(Schema):
 
 class CredentialsSchema(Schema):
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE
 
     email = fields.String(
         required=True,
@@ -205,10 +203,9 @@ _AMOUNT_CONTEXT = Context(prec=40)
 class Money(fields.Field):
     """An exact amount with at most two decimal places, dumped as ``"19.99"``.
 
-    Loads a string of digits (``"19.99"``, ``"20"``) or a JSON number. A number
-    counts by its shortest decimal form (``19.99`` is ``"19.99"``), so a float
-    that needs more than two places (``19.999``, ``0.1 + 0.2``) is refused, as
-    are signs, exponents, blanks, ``NaN`` and booleans. Loads to ``Decimal``.
+    Loads a decimal string of digits (``"19.99"``, ``"20"``) only: a JSON number
+    is refused (DESIGN: money is a decimal string, never a float), as are signs,
+    exponents, blanks, ``NaN`` and booleans. Loads to ``Decimal``.
     """
 
     default_error_messages = {
@@ -217,21 +214,16 @@ class Money(fields.Field):
     }
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        if not isinstance(value, str):
             raise self.make_error("invalid")
-        if isinstance(value, float):
-            # repr is the shortest text that reads back as the same float
-            text = repr(value) if math.isfinite(value) else "nan"
-        else:
-            text = str(value)
-        match = _PLAIN_DECIMAL.fullmatch(text) if len(text) <= 32 else None
+        match = _PLAIN_DECIMAL.fullmatch(value) if len(value) <= 32 else None
         if match is None:
             raise self.make_error("invalid")
         if match.group(2) and len(match.group(2)) > 2:
             raise self.make_error("places")
         # the default context keeps 28 digits: a 30-digit amount would raise
         # InvalidOperation here; with room for all 32 it reaches the range check
-        return Decimal(text).quantize(Decimal("0.01"), context=_AMOUNT_CONTEXT)
+        return Decimal(value).quantize(Decimal("0.01"), context=_AMOUNT_CONTEXT)
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:

@@ -69,3 +69,25 @@ def test_the_reply_listener_forgets_a_call_by_id_or_by_its_event():
     listener.forget("a")
     listener.forget(reply_event=event_b)
     assert listener.pending_replies() == 0
+
+
+def test_the_reply_queue_is_exclusive_to_its_connection(rabbit_config, container_factory):
+    """A durable reply queue on a dead cluster node could not be redeclared (NOT_FOUND)."""
+    from nameko.rpc import rpc
+
+    from shared.rpc import TimedRpcProxy
+
+    class Caller:
+        name = "caller"
+        other = TimedRpcProxy("other")
+
+        @rpc
+        def noop(self):
+            pass
+
+    container = container_factory(Caller, rabbit_config)
+    container.start()
+    listener = next(e for e in container.extensions if isinstance(e, ReplyListener))
+    assert listener.queue.exclusive and listener.queue.auto_delete
+    assert not listener.queue.durable
+    assert listener.queue.name.startswith("rpc.reply-caller-")
