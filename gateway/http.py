@@ -31,6 +31,7 @@ from gateway.errors import EXPECTED, BadRequest, describe, error_body
 from shared.exceptions import InvalidInput
 from shared.logs import REQUEST_ID_KEY
 from shared.rpc import SignatureReadOnce
+from shared.schemas import load
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,6 @@ def read_json(request, max_bytes=None):
         body = json.loads(raw.decode(request.mimetype_params.get("charset", "utf-8")))
     except (ValueError, LookupError, RecursionError) as error:
         raise BadRequest("the body is not valid JSON", {"body": [str(error)[:200]]}) from None
-    refuse_unstorable_characters(body)
     return body
 
 
@@ -109,10 +109,17 @@ def refuse_unstorable_characters(body):
     """422 if any string in ``body`` (key or value) holds NUL or a lone surrogate.
 
     Such input was a 500 deep in a service (a database or the password hash
-    failing on it); it is refused here once, for every route, before any RPC.
-    ``details`` has the nested shape of every field error; a bad key is
-    reported on its object (``_schema``), a bad non-object body as ``_schema``.
+    failing on it); it is refused for every route before any RPC. ``details``
+    has the nested shape of every field error; a bad key is reported on its
+    object (``_schema``), a bad non-object body as ``_schema``.
     """
+    details = unstorable_details(body)
+    if details:
+        raise InvalidInput("invalid input", details)
+
+
+def unstorable_details(body):
+    """The nested field errors for every unstorable string in ``body`` (``{}`` if none)."""
     details = {}
     for path in _unstorable_paths(body):
         *parents, last = path or ("_schema",)
@@ -120,8 +127,40 @@ def refuse_unstorable_characters(body):
         for key in parents:
             node = node.setdefault(key, {})
         node.setdefault(last, [UNSTORABLE_MESSAGE])
-    if details:
-        raise InvalidInput("invalid input", details)
+    return details
+
+
+def load_body(schema, body, message="invalid input"):
+    """``body`` through ``schema``; every field error at once (422), in one nested shape.
+
+    The schema's own errors and the unstorable characters found anywhere in the
+    body (:func:`refuse_unstorable_characters`) are reported together.
+    """
+    errors = unstorable_details(body)
+    try:
+        fields = load(schema, body, message)
+    except InvalidInput as error:
+        errors = merge_errors(errors, error.details or {})
+    if errors:
+        raise InvalidInput(message, errors)
+    return fields
+
+
+def merge_errors(first, second):
+    """Two nested field-error dicts as one (lists of messages joined, without repeats)."""
+    merged = dict(first)
+    for key, value in second.items():
+        key = str(key)  # marshmallow numbers list items; JSON will anyway
+        mine = merged.get(key)
+        if isinstance(mine, dict) and isinstance(value, dict):
+            merged[key] = merge_errors(mine, value)
+        elif isinstance(mine, list) and isinstance(value, list):
+            merged[key] = mine + [message for message in value if message not in mine]
+        elif mine is None:
+            merged[key] = merge_errors({}, value) if isinstance(value, dict) else value
+        else:
+            merged[key] = value
+    return merged
 
 
 def _unstorable_paths(body, limit=20):

@@ -16,6 +16,7 @@ from gateway.dependencies import ClientAddresses, Revocations, Tokens, revocatio
 from gateway.errors import BadRequest, error_body
 from gateway.http import (
     json_response,
+    load_body,
     load_params,
     load_query,
     no_content,
@@ -48,7 +49,6 @@ from shared.schemas import (
     UserCreateSchema,
     UserUpdateSchema,
     instance_of,
-    load,
 )
 
 # ids out of the database's range are 404 (see gateway.http.Route)
@@ -111,13 +111,13 @@ class GatewayService:
         body = read_json(request)
         if isinstance(body, dict) and body.get("role", "user") != "user":
             raise Forbidden("only an admin may give a role other than user")
-        fields = load(UserCreateSchema, body)
+        fields = load_body(UserCreateSchema, body)
         user = self.users.create_user(fields["email"], fields["name"], fields["password"])
         return json_response(user, 201)
 
     @route("POST", "/v1/auth/token")
     def issue_token(self, request):
-        credentials = load(CredentialsSchema, read_json(request))
+        credentials = load_body(CredentialsSchema, read_json(request))
         # failures are counted (and logins refused) by the users service, per email
         # and per client address, so every gateway replica sees the same count
         user = self.users.authenticate(
@@ -136,7 +136,7 @@ class GatewayService:
 
     @route("POST", "/v1/auth/refresh")
     def refresh_token(self, request):
-        fields = load(RefreshRequestSchema, read_json(request))
+        fields = load_body(RefreshRequestSchema, read_json(request))
         claims = self.tokens.decode_refresh(fields["refresh_token"])
         now = datetime.now(UTC)
         jti = self.tokens.new_refresh_jti()
@@ -173,7 +173,7 @@ class GatewayService:
         auth.require_self_or_admin(caller, user_id)
         body = read_json(request)
         auth.check_role_change(caller, body)
-        changes = auth.changes_to_send(caller, user_id, load(UserUpdateSchema, body))
+        changes = auth.changes_to_send(caller, user_id, load_body(UserUpdateSchema, body))
         user = self.users.update_user(user_id, changes)
         if "password" in changes or "role" in changes:
             # at once here; the user_updated broadcast tells the other instances
@@ -196,7 +196,7 @@ class GatewayService:
         caller = self._caller(request)
         key = idempotency_key(request)
         schema = instance_of(OrderCreateSchema)
-        items = schema.dump(load(schema, read_json(request)))["items"]
+        items = schema.dump(load_body(schema, read_json(request)))["items"]
         result = self.orders.create_order(caller.user_id, items, idempotency_key=key)
         return json_response(result["order"], 201 if result["created"] else 200)
 
@@ -226,7 +226,7 @@ class GatewayService:
     @route("POST", f"/v1/orders/{ORDER_ID}/status")
     def set_order_status(self, request, order_id):
         auth.require_admin(self._caller(request))
-        change = load(StatusChangeSchema, read_json(request))
+        change = load_body(StatusChangeSchema, read_json(request))
         return json_response(self.orders.set_status(order_id, change["status"]))
 
     # --- operations ------------------------------------------------------------------------

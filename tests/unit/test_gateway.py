@@ -247,3 +247,22 @@ def test_a_useless_forwarded_header_falls_back_on_the_peer(forwarded):
 def test_bad_trusted_proxies_refuse_to_start_saying_what_to_set():
     problems = check_gateway({"JWT_SECRET": STRONG, "TRUSTED_PROXIES": "10.0.0.0/33"}, "gateway")
     assert len(problems) == 1 and "set TRUSTED_PROXIES" in problems[0]
+
+
+def test_every_field_error_of_a_body_comes_at_once_in_one_nested_shape():
+    from gateway.http import UNSTORABLE_MESSAGE, load_body
+    from shared.schemas import OrderCreateSchema, UserCreateSchema
+
+    with pytest.raises(InvalidInput) as refused:
+        load_body(UserCreateSchema, {"email": "not-an-email", "name": "a\x00", "password": "x"})
+    details = refused.value.details
+    assert set(details) == {"email", "name", "password"}
+    assert UNSTORABLE_MESSAGE in details["name"]
+    body = {"items": [{"sku": "ok", "quantity": 0, "unit_price": "1.00"}, {"sku": "\ud800"}]}
+    with pytest.raises(InvalidInput) as refused:
+        load_body(OrderCreateSchema, body)
+    items = refused.value.details["items"]
+    assert set(items) == {"0", "1"}  # JSON's keys, as the client reads them
+    assert "quantity" in items["0"]
+    assert UNSTORABLE_MESSAGE in items["1"]["sku"]
+    assert {"quantity", "unit_price"} <= set(items["1"])  # missing fields, reported too
