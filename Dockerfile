@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for users, orders and gateway: the command picks the service, e.g.
 #   python -m shared.cli run --config config/orders.yaml orders.service   (nameko run, quiet)
 #   python -m scripts.wait_and_migrate config/users.yaml config/orders.yaml
@@ -25,10 +24,25 @@ COPY shared ./shared
 COPY users ./users
 COPY orders ./orders
 COPY gateway ./gateway
-RUN pip install --no-build-isolation --no-deps -c constraints.txt .
+# ... and no installer in what the runtime stage copies: pip and wheel leave
+# the virtualenv; setuptools stays (`nameko` imports its pkg_resources).
+RUN pip install --no-build-isolation --no-deps -c constraints.txt . \
+ && pip uninstall -y pip wheel
 
 # --- runtime: the virtualenv, the configs and the entry scripts ------------
 FROM ${PYTHON_IMAGE} AS runtime
+# No package installer in the image: the base image's own pip, setuptools and
+# wheel, their commands and the pip that ensurepip would install go (the
+# virtualenv does not see the system site-packages, so nothing uses them).
+RUN sites=$(python -c 'import site; print(" ".join(site.getsitepackages()))') \
+ && ensurepip=$(python -c 'import ensurepip, os; print(os.path.dirname(ensurepip.__file__))') \
+ && for site in $sites; do \
+      rm -rf "$site"/pip "$site"/pip-* "$site"/setuptools "$site"/setuptools-* \
+             "$site"/pkg_resources "$site"/_distutils_hack "$site"/distutils-precedence.pth \
+             "$site"/wheel "$site"/wheel-*; \
+    done \
+ && rm -rf "$ensurepip" /usr/share/python-wheels \
+ && rm -f /usr/local/bin/pip /usr/local/bin/pip3* /usr/local/bin/wheel /usr/bin/pip /usr/bin/pip3*
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

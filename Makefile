@@ -9,7 +9,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 # eventlet's deprecation banner and py-amqp's closing-channel noise: see shared/cli.py
 QUIET := $(BIN)/python -m shared.cli
 
-.PHONY: help install run migrate shell test unit integration lint format clean bench deadletters replay replay-args fault
+.PHONY: help install run migrate shell test unit integration compose lint format clean bench deadletters replay replay-args fault
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,9 @@ unit: $(STAMP) ## fast tier: logic on SQLite and PostgreSQL, no broker
 
 integration: $(STAMP) ## services in real containers on a real RabbitMQ
 	$(PYTEST) tests/integration
+
+compose: $(STAMP) ## the image and docker-compose.yml on a Docker engine (not in `make test`; ~5 min)
+	COMPOSE_TESTS=1 $(PYTEST) tests/compose -v -rs
 
 lint: $(STAMP) ## ruff: lint and format check
 	$(BIN)/ruff check .
