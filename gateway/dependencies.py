@@ -7,6 +7,7 @@ to every worker; the logic they wrap lives in :mod:`gateway.auth` and
 
 import logging
 import time
+import uuid
 from datetime import timedelta
 
 from nameko.events import BROADCAST, EventHandler
@@ -17,7 +18,7 @@ from gateway.http import client_address
 from gateway.settings import jwt_secret, trusted_proxies
 from shared import tokens
 from shared.config import ConfigError
-from shared.framework import QueueConsumer
+from shared.framework import PerConnectionQueue, QueueConsumer, with_name
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,13 @@ class ClientAddresses(DependencyProvider):
         return client_address(request, self.trusted)
 
 
-class RevocationFeed(EventHandler):
+class RevocationFeed(PerConnectionQueue, EventHandler):
     """A BROADCAST handler that tells :class:`Revocations` when it (re)subscribes.
 
     Its queue is exclusive and auto-deleted (no reliable delivery: one queue per
-    running instance, gone with it). The queue consumer reads ``queue`` after
-    every (re)connection to the broker, which is exactly when events may have
-    been missed, so that is where the revocations learn it.
+    running instance, gone with it), named anew on every (re)connection to the
+    broker (:class:`shared.framework.PerConnectionQueue`), which is exactly when
+    events may have been missed: that is where the revocations learn it.
     """
 
     queue_consumer = QueueConsumer()  # survives an ack on a reset connection
@@ -152,17 +153,14 @@ class RevocationFeed(EventHandler):
             source_service, event_type, handler_type=BROADCAST, reliable_delivery=False, **kwargs
         )
 
-    @property
-    def queue(self):
-        if self._queue is not None:
-            for dependency in self.container.dependencies:
-                if isinstance(dependency, Revocations) and hasattr(dependency, "revoked"):
-                    dependency.revoked.subscribed()
-        return self._queue
+    def renamed(self, queue):
+        # evt-<source>-<event>--<service>.<method>-<32 hex>, as nameko names it
+        return with_name(queue, f"{queue.name.rsplit('-', 1)[0]}-{uuid.uuid4().hex}")
 
-    @queue.setter
-    def queue(self, value):
-        self._queue = value
+    def subscribed(self, queue):
+        for dependency in self.container.dependencies:
+            if isinstance(dependency, Revocations) and hasattr(dependency, "revoked"):
+                dependency.revoked.subscribed()
 
 
 revocation_feed = RevocationFeed.decorator

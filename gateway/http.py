@@ -31,7 +31,7 @@ from gateway.errors import EXPECTED, BadRequest, describe, error_body
 from shared.exceptions import InvalidInput
 from shared.logs import REQUEST_ID_KEY
 from shared.rpc import SignatureReadOnce
-from shared.schemas import load
+from shared.schemas import ID_MAX, load
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ REQUEST_ID_ENVIRON = "gateway.request_id"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 DEFAULT_MAX_BODY_BYTES = 65536
 UNMATCHED = "<unmatched>"
-# what an id in a path may be: a positive BIGINT
-MIN_ID, MAX_ID = 1, 2**63 - 1
+# what an id in a path may be: what the Integer id columns hold (shared.schemas.ID_MAX)
+MIN_ID, MAX_ID = 1, ID_MAX
 
 
 def request_id_from(environ):

@@ -39,6 +39,7 @@ from gateway.schemas import (
 )
 from shared import schemas
 from shared.schemas import (
+    ID_MAX,
     CredentialsSchema,
     Money,
     OrderCreateSchema,
@@ -52,7 +53,7 @@ from shared.schemas import (
 )
 
 BEARER = "bearerAuth"
-ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": ID_MAX}
 JSON = "application/json"
 
 # --- field rules: marshmallow validators the document states ------------------------------------

@@ -22,6 +22,7 @@ What is here:
 
 import logging
 import socket
+import uuid
 from importlib.metadata import version
 
 from amqp.exceptions import ConnectionError as AmqpConnectionError
@@ -69,23 +70,66 @@ class QueueConsumer(_QueueConsumer):
             log.warning("requeue not sent, the broker connection is lost: %s", error)
 
 
-class ReplyListener(_ReplyListener):
-    """nameko's ``ReplyListener`` on :class:`QueueConsumer`, able to forget a call."""
+class PerConnectionQueue:
+    """For a consumer of an exclusive queue: a new queue name on every (re)connection.
+
+    nameko's ``QueueConsumer`` reads ``provider.queue`` once per (re)connection
+    (in ``get_consumers``). An exclusive queue dies with its connection, but
+    when the connection died with its cluster node, RabbitMQ keeps the queue's
+    record until that node is back: redeclaring the same name then waits, and
+    since one connection consumes every queue of a service, the whole service
+    stopped consuming (RPC replies included) until the node returned. A fresh
+    name per connection avoids the dead record altogether.
+
+    Subclasses say how to rename (:meth:`renamed`) and may react
+    (:meth:`subscribed`), e.g. to a possible gap in what they received.
+    """
+
+    _declared_queue = None
+
+    @property
+    def queue(self):
+        if self._declared_queue is None:
+            return None
+        queue = self.renamed(self._declared_queue)
+        self.subscribed(queue)
+        return queue
+
+    @queue.setter
+    def queue(self, value):
+        self._declared_queue = value
+
+    def renamed(self, queue):
+        raise NotImplementedError
+
+    def subscribed(self, queue):
+        """Called with each new queue, just before it is declared and consumed."""
+
+
+def with_name(queue, name, routing_key=None):
+    return Queue(
+        name,
+        exchange=queue.exchange,
+        routing_key=queue.routing_key if routing_key is None else routing_key,
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        queue_arguments=queue.queue_arguments,
+    )
+
+
+class ReplyListener(PerConnectionQueue, _ReplyListener):
+    """nameko's ``ReplyListener`` on :class:`QueueConsumer`, able to forget a call,
+    with an exclusive reply queue named anew on each connection (nameko's was
+    durable, which a dead node's record blocked for good)."""
 
     queue_consumer = QueueConsumer()
 
-    def setup(self):
-        super().setup()
-        queue = self.queue
-        # same name and binding; gone with its connection, made anew on the next one
-        self.queue = Queue(
-            queue.name,
-            exchange=queue.exchange,
-            routing_key=queue.routing_key,
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-        )
+    def renamed(self, queue):
+        # rpc.reply-<service>-<uuid>, routed by the uuid (what callers put in reply_to)
+        reply_id = str(uuid.uuid4())
+        self.routing_key = reply_id
+        return with_name(queue, f"{queue.name.rsplit('-', 5)[0]}-{reply_id}", reply_id)
 
     def forget(self, correlation_id=None, reply_event=None):
         """Drop the reply slot of a call that stopped waiting (by id or by its event)."""

@@ -160,7 +160,8 @@ class PageQuerySchema(Schema):
     cursor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 
-ID_MAX = 2**63 - 1
+# ids are the Integer (32-bit) columns of both databases: one bound for every check
+ID_MAX = 2**31 - 1
 
 
 class IdSchema(Schema):
@@ -293,7 +294,7 @@ class OrderListQuerySchema(PageQuerySchema):
     """``limit``, ``cursor`` and the optional filters ``user_id`` and ``status``."""
 
     user_id = fields.Integer(
-        load_default=None, allow_none=True, validate=validate.Range(min=1, max=2**63 - 1)
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=ID_MAX)
     )
     status = fields.String(
         load_default=None, allow_none=True, validate=validate.OneOf(ORDER_STATUSES)

@@ -253,6 +253,7 @@ class Client(threading.Thread):
         self.user_id = None
         self.token = None
         self.orders = []  # acknowledged order ids
+        self.maybe_cancelled = set()  # cancels that never got an answer
         self.error = None
 
     # one logical request, with retries
@@ -370,9 +371,13 @@ class Client(threading.Thread):
         order_id = self.random.choice(candidates)
         response, attempts = self.call("POST", f"/v1/orders/{order_id}/cancel")
         if response is None:
+            # no answer in the retry budget: it may have been cancelled all the same
+            self.maybe_cancelled.add(order_id)
             return
-        # 409 after a retry: the first attempt cancelled it and its answer was lost
-        if response.status_code == 200 or (response.status_code == 409 and attempts > 1):
+        # 409 after a retry, or after an earlier cancel that got no answer: that
+        # earlier attempt cancelled it and its answer was lost
+        lost_answer = attempts > 1 or order_id in self.maybe_cancelled
+        if response.status_code == 200 or (response.status_code == 409 and lost_answer):
             with self.stats.lock:
                 self.stats.cancelled.add(order_id)
         else:

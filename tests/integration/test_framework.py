@@ -91,3 +91,30 @@ def test_the_reply_queue_is_exclusive_to_its_connection(rabbit_config, container
     assert listener.queue.exclusive and listener.queue.auto_delete
     assert not listener.queue.durable
     assert listener.queue.name.startswith("rpc.reply-caller-")
+
+
+def test_each_connection_gets_a_fresh_exclusive_reply_queue_and_routing_key(
+    rabbit_config, container_factory
+):
+    """Redeclaring an exclusive queue whose node died waits for that node: a new name never does."""
+    from nameko.rpc import rpc
+
+    from shared.rpc import TimedRpcProxy
+
+    class Caller:
+        name = "caller"
+        other = TimedRpcProxy("other")
+
+        @rpc
+        def noop(self):
+            pass
+
+    container = container_factory(Caller, rabbit_config)
+    container.start()
+    listener = next(e for e in container.extensions if isinstance(e, ReplyListener))
+    first = listener.queue  # what the consumer reads on a (re)connection
+    first_key = listener.routing_key
+    second = listener.queue
+    assert first.name != second.name and listener.routing_key != first_key
+    assert second.name == f"rpc.reply-caller-{listener.routing_key}"
+    assert second.routing_key == listener.routing_key

@@ -289,7 +289,17 @@ def test_absurd_query_parameters_are_400(stack, me, query):
 
 @pytest.mark.parametrize(
     "order_id",
-    ["-1", "0", "abc", "1.5", "9223372036854775808", "99999999999999999999999999", "%00", "1;2"],
+    [
+        "-1",
+        "0",
+        "abc",
+        "1.5",
+        "2147483648",  # one past what the Integer id columns hold
+        "9223372036854775808",
+        "99999999999999999999999999",
+        "%00",
+        "1;2",
+    ],
 )
 def test_a_negative_non_numeric_or_out_of_range_id_is_404(stack, me, order_id):
     user, token = me
