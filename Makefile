@@ -9,7 +9,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 # eventlet's deprecation banner and py-amqp's closing-channel noise: see shared/cli.py
 QUIET := $(BIN)/python -m shared.cli
 
-.PHONY: help install run migrate shell test unit integration compose lint format clean bench deadletters replay replay-args fault
+.PHONY: help install run migrate shell test unit integration compose lint format clean bench bench-seeded deadletters replay replay-args fault
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -67,8 +67,12 @@ replay-args:
 replay: replay-args $(STAMP) ## replay dead letters: make replay SERVICE=orders [EVENT_ID=...]
 	$(QUIET) -m shared.deadletters config/$(SERVICE).yaml replay $(if $(EVENT_ID),--event-id $(EVENT_ID))
 
-fault: $(STAMP) ## kill, restart and overload the real system on PostgreSQL and RabbitMQ; run alone (~2 min)
+fault: $(STAMP) ## faults under load on private RabbitMQ/PostgreSQL: one node, then a 3-node cluster (~5 min)
 	$(BIN)/python -m tests.fault.run
+	$(BIN)/python -m tests.fault.run --cluster
 
 bench: $(STAMP) ## benchmark against stock-nameko baselines (needs wrk, RabbitMQ, PostgreSQL; ~3 min)
 	$(BIN)/python -m bench.run
+
+bench-seeded: $(STAMP) ## the benchmark on 100k users and 1M orders, with EXPLAIN of the hot queries (~7 min)
+	$(BIN)/python -m bench.run --seeded

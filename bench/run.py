@@ -10,12 +10,20 @@ to the echo baseline, CPU per request of every process, and every service's
 resident memory afterwards; writes the same as JSON under var/bench/.
 Bounded (about three minutes) and on 127.0.0.1 only.
 
+Seeded mode (``--seeded`` or BENCH_SEED=1, ``make bench-seeded``, about eight
+minutes): before the services start, the throwaway databases get 100k users and
+1M orders with their items (:mod:`bench.seed`), then every hot statement is
+explained on them (:mod:`bench.explain`); the same routes are measured, plus two
+deep pages of GET /v1/orders (a user's page 201 of their 5,000 orders, and an
+admin's page 45,001 of all orders), each reached by its cursor.
+
 Environment: BENCH_ROUNDS (5), BENCH_SECONDS (3), BENCH_CONNECTIONS ("8,32"),
 BENCH_POSTGRES_URL, BENCH_RABBIT (amqp host:port), BENCH_RABBIT_API, and
 BENCH_ONLY: measure only targets whose name contains one of these comma-separated
 words (the echo baseline is always measured, for the ratios).
 """
 
+import argparse
 import json
 import os
 import re
@@ -33,8 +41,11 @@ import kombu
 import requests
 from sqlalchemy import text
 
+from bench import explain
+from bench import seed as bulk
 from shared.db import engine_for
 from shared.migrate import alembic_config
+from shared.pagination import encode_cursor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -111,24 +122,33 @@ class Stack:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        self.drop_databases()
+        requests.delete(f"{RABBIT_API}/api/vhosts/{self.vhost}", timeout=10)
+        self.remove_tmp()
+
+    def drop_databases(self):
         if self.databases:
             admin = engine_for(POSTGRES, isolation_level="AUTOCOMMIT")
             with admin.connect() as connection:
                 for name in self.databases.values():
                     connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
-        requests.delete(f"{RABBIT_API}/api/vhosts/{self.vhost}", timeout=10)
+            self.databases = {}
+
+    def remove_tmp(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def process_groups(self):
         """Who may spend CPU on a request: our processes, RabbitMQ and PostgreSQL.
 
-        RabbitMQ and PostgreSQL are counted whole, whoever else uses them: run
-        the bench on an otherwise idle machine.
+        RabbitMQ and PostgreSQL are the servers the bench talks to (found by
+        their listening port, so that other nodes and clusters on the machine,
+        such as the fault suite's, are left out), counted whole, whoever else
+        uses them: run the bench on an otherwise idle machine.
         """
         groups = {name: [process.pid] for name, process in self.processes.items()}
-        groups["rabbitmq"] = pids_named("beam.smp")
-        groups["postgres"] = pids_named("postgres")
+        groups["rabbitmq"] = server_pids("beam.smp", int(RABBIT.rsplit(":", 1)[1]))
+        groups["postgres"] = server_pids("postgres", engine_for(POSTGRES).url.port or 5432)
         return groups
 
     def rss_mb(self, name):
@@ -150,6 +170,52 @@ def pids_named(command):
         except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
             continue
     return pids
+
+
+def listening_inodes(port):
+    """Socket inodes listening on ``port`` (TCP, IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except FileNotFoundError:
+            continue
+    return inodes
+
+
+def server_pids(command, port):
+    """The ``command`` process listening on ``port`` and its ``command`` children.
+
+    All ``command`` processes if none can be told (another user's sockets are
+    not visible to us).
+    """
+    named = pids_named(command)
+    inodes = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+    owners = set()
+    for pid in named:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                owners.add(pid)
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    if not owners:
+        return named
+    children = set()
+    for pid in named:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if parent in owners:
+            children.add(pid)
+    return sorted(owners | children)
 
 
 def cpu_seconds(pids):
@@ -183,7 +249,11 @@ def baseline_config(path, amqp_uri, port):
     return path
 
 
-def start_everything(stack):
+def start_everything(stack, seeded=False):
+    """Start every process; ``seeded``: load the data volume and explain first.
+
+    Returns what seeded mode adds to the report (``{}`` otherwise).
+    """
     amqp_uri = stack.create_vhost()
     common = {
         "AMQP_URI": amqp_uri,
@@ -192,6 +262,18 @@ def start_everything(stack):
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
     }
     users_db, orders_db = stack.create_database("users"), stack.create_database("orders")
+    extra_report = {}
+    if seeded:
+        timings = bulk.load(users_db, orders_db)
+        print()
+        plans = explain.explain_all(users_db, orders_db)
+        print(flush=True)
+        extra_report = {
+            "load_s": {name: seconds for name, (_, seconds) in timings.items()},
+            "explain": [
+                {"label": plan["label"], "sql": plan["sql"], **plan["summary"]} for plan in plans
+            ],
+        }
     for service, extra in (
         ("users", {"USERS_DB_URI": users_db}),
         ("orders", {"ORDERS_DB_URI": orders_db}),
@@ -219,6 +301,7 @@ def start_everything(stack):
     wait_healthy(PORTS["hello"], "/hello")
     wait_healthy(PORTS["echo"], "/echo")
     wait_healthy(PORTS["gateway"], "/ready")
+    return extra_report
 
 
 def seed(users=USERS):
@@ -246,6 +329,20 @@ def seed(users=USERS):
     )
     order.raise_for_status()
     return tokens, order.json()["id"]
+
+
+def log_in(emails, password=bulk.PASSWORD):
+    """An access token per email (seeded mode: the users were loaded, not registered)."""
+    tokens = []
+    for email in emails:
+        response = requests.post(
+            f"http://127.0.0.1:{PORTS['gateway']}/v1/auth/token",
+            timeout=10,
+            json={"email": email, "password": password},
+        )
+        response.raise_for_status()
+        tokens.append(response.json()["access_token"])
+    return tokens
 
 
 class Quiet:
@@ -339,8 +436,13 @@ def wrk(url, connections, script, tokens, stack):
     return run
 
 
-def targets(tokens, order_id):
-    """``(name, url, wrk script, tokens)``; the order is the first user's: only they may read it."""
+def targets(tokens, order_id, admin_token=None):
+    """``(name, url, wrk script, tokens)``; the order is the first user's: only they may read it.
+
+    With ``admin_token`` (seeded mode), also two deep pages of GET /v1/orders:
+    each bench user's page 201 (the page after their 4,000th order), and the
+    admin's page 45,001 of all orders.
+    """
     gateway = f"http://127.0.0.1:{PORTS['gateway']}"
     every = [
         ("baseline: hello", f"http://127.0.0.1:{PORTS['hello']}/hello", "get.lua", []),
@@ -349,6 +451,25 @@ def targets(tokens, order_id):
         ("GET /v1/users/me", f"{gateway}/v1/users/me", "get.lua", tokens),
         ("POST /v1/orders", f"{gateway}/v1/orders", "post_order.lua", tokens),
     ]
+    if admin_token is not None:
+        # a cursor is an order id: after user 1's 4,000th order each bench user
+        # (their orders interleave) still has about 1,000 orders to page through
+        after_user = list(bulk.order_ids_of(1))[3999]
+        after_admin = bulk.ORDERS * 9 // 10
+        every += [
+            (
+                "GET /v1/orders deep (user)",
+                f"{gateway}/v1/orders?cursor={encode_cursor(after_user)}",
+                "get.lua",
+                tokens,
+            ),
+            (
+                "GET /v1/orders deep (admin)",
+                f"{gateway}/v1/orders?cursor={encode_cursor(after_admin)}",
+                "get.lua",
+                [admin_token],
+            ),
+        ]
     return [
         target
         for target in every
@@ -405,18 +526,35 @@ def print_table(results, rss):
 
 
 def main():
+    parser = argparse.ArgumentParser(description="The benchmark (see the module docstring).")
+    parser.add_argument(
+        "--seeded",
+        action="store_true",
+        default=os.environ.get("BENCH_SEED", "") not in ("", "0"),
+        help="load 100k users and 1M orders first, and explain the hot queries (BENCH_SEED=1)",
+    )
+    seeded = parser.parse_args().seeded
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
     stack = Stack()
     started = time.monotonic()
     quiet = None
     try:
-        start_everything(stack)
-        tokens, order_id = seed()
+        extra_report = start_everything(stack, seeded)
+        if seeded:
+            emails = [bulk.email_of(n) for n in range(1, bulk.BENCH_USERS + 1)]
+            tokens = log_in(emails)
+            (admin_token,) = log_in([bulk.email_of(bulk.ADMIN_ID)])
+            # one of the first user's orders, from the middle of the table
+            own = list(bulk.order_ids_of(1))
+            order_id = own[len(own) // 2]
+        else:
+            tokens, order_id = seed()
+            admin_token = None
         quiet = Quiet(stack.vhost, stack.amqp_uri)
         runs = {}
         for round_number in range(ROUNDS):
-            for name, url, script, target_tokens in targets(tokens, order_id):
+            for name, url, script, target_tokens in targets(tokens, order_id, admin_token):
                 for connections in CONNECTIONS:
                     run = wrk(url, connections, script, target_tokens, stack)
                     # events still queued are work the run caused: let it finish
@@ -435,9 +573,17 @@ def main():
         stack.stop()
     results = {key: summarise(value) for key, value in runs.items()}
     print()
+    if seeded:
+        print(
+            f"seeded: {bulk.USERS:,} users, {bulk.ORDERS:,} orders, loaded in "
+            f"{extra_report['load_s']['total']} s (inserts {extra_report['load_s']['insert total']}"
+            f" s, VACUUM ANALYZE {extra_report['load_s']['VACUUM ANALYZE']} s)"
+        )
     print_table(results, rss)
     report = {
         "when": datetime.now(UTC).isoformat(),
+        "mode": "seeded" if seeded else "empty",
+        **extra_report,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "settings": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS},
         "results": [

@@ -1,7 +1,7 @@
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import UTCDateTime
@@ -25,11 +25,15 @@ class Order(Base):
     # whatever the race (NULL keys never collide)
     __table_args__ = (
         UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_id_idempotency_key"),
+        # pages are in id order: a user's page, or all orders of one status,
+        # walks these instead of the primary key filtering out everyone else's
+        Index("ix_orders_user_id_id", "user_id", "id"),
+        Index("ix_orders_status_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(Integer, index=True)
-    status: Mapped[str] = mapped_column(String(20), index=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
     currency: Mapped[str] = mapped_column(String(3))
     # 100 items x 1000 x 1,000,000.00 is 10^13 cents: more than 32 bits
     total_cents: Mapped[int] = mapped_column(BigInteger)
