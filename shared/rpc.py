@@ -9,8 +9,10 @@ request) whose calls give up after ``RPC_TIMEOUT`` seconds:
   be reached, or the method does not exist (a deploy in progress):
   :class:`shared.exceptions.Unavailable` (503).
 
-A request message expires in the queue after the timeout, so a service that
-starts late never acts on a call whose caller already answered 504.
+Every request carries its caller's deadline (``x-rpc-deadline``): a service
+that takes it later (it started late, or a broker failover delayed it) drops
+it instead of acting on a call whose caller already answered 504. On classic
+queues the message also expires in the queue at the deadline.
 
 Request/reply messages are transient (never written to disk) and go without
 publisher confirms: an RPC lives for seconds, its caller retries on a timeout,
@@ -35,6 +37,7 @@ is left running after it fires; the reply slot it leaves is removed.
 import inspect
 import logging
 import sys
+import time
 import uuid
 
 import eventlet
@@ -66,9 +69,13 @@ from nameko.rpc import RpcProxy, RpcReply, get_rpc_exchange
 
 from shared.exceptions import Unavailable
 from shared.framework import CONNECTION_ERRORS, QueueConsumer, ReplyListener
-from shared.queues import declare_typed, queue_type
+from shared.queues import CLASSIC, declare_typed, queue_type
 
 DEFAULT_TIMEOUT = 5
+# when the caller stops waiting (epoch seconds); a callee that gets it later drops it
+DEADLINE_HEADER = "x-rpc-deadline"
+# hosts' clocks differ a little: a request is dropped only this long after its deadline
+DEADLINE_GRACE = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -247,9 +254,15 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
     def setup(self):
         config = self.container.config
         self.timeout = float(config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
-        # a request nobody took within the deadline expires in its queue: the
-        # caller has given up, so a callee starting later must not act on it
-        options = {"expiration": self.timeout, "delivery_mode": NON_PERSISTENT, **self.options}
+        # A request nobody took within the deadline must not run later: the
+        # caller has given up. Every request carries its deadline
+        # (DEADLINE_HEADER), which RpcConsumer checks; on classic queues it
+        # also expires in the queue. Not on quorum queues: RabbitMQ 3.10 stops
+        # delivering a quorum queue's messages with a per-message TTL after its
+        # leader node dies, until that node is back (seen in the cluster test).
+        options = {"delivery_mode": NON_PERSISTENT, **self.options}
+        if queue_type(config) == CLASSIC:
+            options.setdefault("expiration", self.timeout)
         self.answered = False
         self.exchange = get_rpc_exchange(config)
         self.publisher = LeanPublisher(
@@ -280,7 +293,10 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
                 mandatory=True,
                 reply_to=self.rpc_reply_listener.routing_key,
                 correlation_id=correlation_id,
-                extra_headers=self.get_message_headers(worker_ctx),
+                extra_headers={
+                    **self.get_message_headers(worker_ctx),
+                    DEADLINE_HEADER: time.time() + self.timeout,
+                },
             )
         except UndeliverableMessage:
             self.rpc_reply_listener.forget(correlation_id)
@@ -314,6 +330,20 @@ class RpcConsumer(_RpcConsumer):
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
+
+    def handle_message(self, body, message):
+        deadline = (message.headers or {}).get(DEADLINE_HEADER)
+        if isinstance(deadline, int | float) and time.time() > deadline + DEADLINE_GRACE:
+            # the caller stopped waiting (it answered 504): running it now would
+            # act on a request its client was told had failed
+            log.warning(
+                "rpc %s dropped: its caller's deadline passed %.1f s ago",
+                message.delivery_info.get("routing_key"),
+                time.time() - deadline,
+            )
+            self.queue_consumer.ack_message(message)
+            return
+        super().handle_message(body, message)
 
     def handle_result(self, message, result, exc_info):
         try:

@@ -1,6 +1,7 @@
 """The users service in a real container on a real RabbitMQ, on SQLite and PostgreSQL."""
 
 import time
+import uuid
 
 import pytest
 import requests
@@ -188,3 +189,28 @@ def test_a_request_without_reply_to_gets_no_reply_and_kills_nothing(
     time.sleep(0.5)  # the request runs; a dying container would be gone by now
     assert rpc.users.health()["status"] == "ok"
     assert rpc.users.health()["status"] == "ok"
+
+
+def test_a_request_whose_callers_deadline_passed_is_dropped_not_run(users, rpc, rabbit_config):
+    """The caller answered 504 already: running the call now would act behind its back."""
+    import json
+
+    from kombu import Connection, Exchange
+
+    from shared.rpc import DEADLINE_HEADER
+
+    email = f"late-{uuid.uuid4().hex[:8]}@example.com"
+    body = {"args": [email, "Late", PASSWORD], "kwargs": {}}
+    with Connection(rabbit_config["AMQP_URI"]) as connection:
+        connection.Producer().publish(
+            json.dumps(body),
+            exchange=Exchange("nameko-rpc", type="topic", durable=True),
+            routing_key="users.create_user",
+            content_type="application/json",
+            serializer=None,
+            headers={DEADLINE_HEADER: time.time() - 5},
+        )
+    time.sleep(0.5)
+    assert rpc.users.health()["status"] == "ok"  # it was taken off the queue ...
+    with pytest.raises(AuthenticationFailed):  # ... and never created the user
+        rpc.users.authenticate(email, PASSWORD)
