@@ -61,16 +61,16 @@ JSON = "application/json"
 # Unicode category Cc (what ``str.isprintable`` and ``unicodedata`` call control characters)
 _CONTROL = r"\x00-\x1f\x7f-\x9f"
 NO_CONTROL = f"^[^{_CONTROL}]*$"
-# printable ASCII, not only spaces (see the report on ``_printable`` in shared.schemas)
+# printable ASCII, not only spaces (see the report on ``printable`` in shared.schemas)
 PRINTABLE = r"^[ -~]*[!-~][ -~]*$"
 # the gateway refuses NUL in any string of a JSON body (gateway.http.refuse_unstorable_characters)
 NO_NUL = r"^[^\x00]*$"
 
 # validator function of shared.schemas -> the pattern that says the same
 VALIDATOR_PATTERNS = {
-    schemas._no_control_characters: NO_CONTROL,
-    schemas._storable: NO_NUL,
-    schemas._printable: PRINTABLE,
+    schemas.no_control_characters: NO_CONTROL,
+    schemas.storable: NO_NUL,
+    schemas.printable: PRINTABLE,
 }
 # where one field has several validator functions, the strictest pattern stands for all
 STRICTNESS = [PRINTABLE, NO_CONTROL, NO_NUL]

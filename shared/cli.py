@@ -87,12 +87,14 @@ def stop_timeout():
 
 def still_running(runner):
     """One phrase per container that has not stopped: its workers and threads."""
+    # imported here: this module must not import eventlet (through nameko) before quiet()
+    from shared.framework import is_stopped, work_in_progress
+
     parts = []
     for container in runner.containers:
-        if container._died.ready():  # nameko sends _died when the container stopped
+        if is_stopped(container):
             continue
-        workers = sorted(ctx.entrypoint.method_name for ctx in list(container._worker_threads))
-        threads = sorted(str(name) for name in list(container._managed_threads.values()))
+        workers, threads = work_in_progress(container)
         parts.append(
             f"{container.service_name} (workers: {', '.join(workers) or 'none'}; "
             f"threads: {', '.join(threads) or 'none'})"

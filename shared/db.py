@@ -17,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 
 from shared.config import db_uri_key
 from shared.exceptions import Unavailable
+from shared.framework import REIMPLEMENTED  # noqa: F401 (guards the versions this was written for)
 
 log = logging.getLogger(__name__)
 

@@ -1,23 +1,38 @@
 """Where this project leans on nameko's and kombu's insides: one place, one version.
 
-Written for nameko 2.14.1, kombu 5.7.0 and amqp 5.4.2 (the pins of
-constraints.txt). Importing this module on other versions fails at once with
-what to re-check, instead of letting an upgrade break a patched behaviour
-silently; tests/integration/test_framework.py holds one test per behaviour below.
+Written for nameko 2.14.1, nameko-sqlalchemy 1.5.0, kombu 5.7.0 and amqp 5.4.2
+(the pins of constraints.txt). Importing this module on other versions fails
+at once with what to re-check, instead of letting an upgrade break a patched
+behaviour silently. Every module that patches or re-implements framework code
+imports this one, so that check guards it too; tests/integration/test_framework.py
+holds one test per behaviour.
 
-What is here:
+Patched here:
 - :class:`QueueConsumer`: nameko's consumer of every service queue, surviving an
   ack or requeue on a connection that a broker restart has just reset (nameko
   catches only amqp's ``ConnectionError``; a socket's ``ConnectionResetError``
   escaped, killed the container and with it the process). The unacked message is
   redelivered on the new connection, and handlers are idempotent.
-- :class:`ReplyListener`: nameko's RPC reply listener on that consumer, whose
-  reply queue is exclusive to its connection. nameko's is durable: in a cluster,
-  once its node died, redeclaring it failed (NOT_FOUND, "home node ... is down")
-  on every reconnect, and since one connection consumes all of a service's
-  queues, the service stopped taking RPC until that node came back. With
-  :meth:`ReplyListener.forget` for a call that gave up waiting (nameko keeps
-  its reply slot until a reply comes, which for a dead callee is never).
+- :class:`PerConnectionQueue` and :class:`ReplyListener`: exclusive queues (RPC
+  replies, BROADCAST handlers) named anew on every connection. nameko's reply
+  queue was durable: once its cluster node died, redeclaring it failed, and since
+  one connection consumes every queue of a service, the service stopped taking
+  RPC until that node came back. :meth:`ReplyListener.forget` drops the reply
+  slot of a call that gave up (nameko keeps it until a reply comes: never, for a
+  dead callee).
+- :func:`is_stopped` and :func:`work_in_progress`: what a container is still doing
+  (for the bounded stop of :mod:`shared.cli`).
+
+Re-implemented elsewhere, beside the extension that needs it (:data:`REIMPLEMENTED`
+fingerprints the upstream source each one was written from):
+- ``shared.rpc``: ``LeanPublisher.publish`` (``Publisher.publish`` without a new
+  connection per message), ``TimedRpcProxy.send_request`` (``MethodProxy._call``
+  with a deadline), ``RpcConsumer.send_reply`` (``Responder.send_response``,
+  serialising once), ``SignatureReadOnce.check_signature`` (the signature read once).
+- ``shared.events``: ``EventHandler.unpack_message_headers`` (nameko's context only).
+- ``shared.db``: ``Database.setup`` (two engines; nameko-sqlalchemy's makes one).
+- ``gateway.http``: the WSGI app, through the documented ``get_wsgi_app`` hook.
+- ``shared.shell``: ``nameko.cli.code.interact`` (piped input goes on after an error).
 """
 
 import logging
@@ -33,7 +48,26 @@ from nameko.rpc import ReplyListener as _ReplyListener
 
 log = logging.getLogger(__name__)
 
-WRITTEN_FOR = {"nameko": "2.14.1", "kombu": "5.7.0", "amqp": "5.4.2"}
+WRITTEN_FOR = {
+    "nameko": "2.14.1",
+    "nameko-sqlalchemy": "1.5.0",
+    "kombu": "5.7.0",
+    "amqp": "5.4.2",
+}
+# sha256 (first 16 hex digits) of the upstream source each re-implementation follows
+REIMPLEMENTED = {
+    "nameko.rpc.MethodProxy._call": "162cdf3c92de6792",
+    "nameko.rpc.Responder.send_response": "d5c3234c5e408a01",
+    "nameko.amqp.publish.Publisher.publish": "dd0e87b3027e57df",
+    "nameko.extensions.Entrypoint.check_signature": "568d1c1e1852f91b",
+    "nameko.messaging.HeaderDecoder.unpack_message_headers": "2ce5e0693e3dde60",
+    "nameko.messaging.QueueConsumer.ack_message": "b8a1614182c16380",
+    "nameko.messaging.QueueConsumer.get_consumers": "9566ed8719e2f073",
+    "nameko.rpc.ReplyListener.setup": "13e0e4ffef66593a",
+    "nameko.web.server.WebServer.get_wsgi_app": "deb63ef0885442b9",
+    "nameko_sqlalchemy.database.Database.setup": "d866ae0b702e46cf",
+    "nameko.containers.ServiceContainer.stop": "b55f0e4703ee25b9",
+}
 
 # what a broker connection that went away raises, from the socket up
 CONNECTION_ERRORS = (OperationalError, AmqpConnectionError, ConnectionError, socket.error)
@@ -143,3 +177,15 @@ class ReplyListener(PerConnectionQueue, _ReplyListener):
 
     def pending_replies(self):
         return len(self._reply_events)
+
+
+def is_stopped(container):
+    """True once nameko's container has finished stopping (or died)."""
+    return container._died.ready()
+
+
+def work_in_progress(container):
+    """``(workers, threads)``: entrypoint names still running, and managed thread names."""
+    workers = sorted(ctx.entrypoint.method_name for ctx in list(container._worker_threads))
+    threads = sorted(str(name) for name in list(container._managed_threads.values()))
+    return workers, threads

@@ -279,7 +279,10 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
         return TimedServiceProxy(self, worker_ctx)
 
     def send_request(self, worker_ctx, method_name, args, kwargs):
-        """Publish one request; an ``RpcReply`` to wait on (nameko's ``MethodProxy._call``)."""
+        """Publish one request; an ``RpcReply`` to wait on.
+
+        The message nameko's method proxy sends (see :mod:`shared.framework`).
+        """
         correlation_id = str(uuid.uuid4())
         reply_event = self.rpc_reply_listener.get_reply_event(correlation_id)
         try:

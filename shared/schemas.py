@@ -52,7 +52,7 @@ def load(schema, data, message="invalid input"):
         raise InvalidInput(message, error.normalized_messages()) from None
 
 
-def _no_control_characters(value):
+def no_control_characters(value):
     # Cs: a lone surrogate, which JSON can carry but UTF-8 cannot store
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
         raise ValidationError("Must not contain control or unpaired surrogate characters.")
@@ -61,7 +61,7 @@ def _no_control_characters(value):
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _storable(value):
+def storable(value):
     """No NUL and no lone surrogate: neither can be stored or hashed."""
     if _UNSTORABLE.search(value):
         raise ValidationError("Must not contain NUL or unpaired surrogate characters.")
@@ -72,7 +72,7 @@ class Name(fields.String):
 
     def __init__(self, **kwargs):
         super().__init__(
-            validate=[validate.Length(min=1, max=NAME_MAX), _no_control_characters], **kwargs
+            validate=[validate.Length(min=1, max=NAME_MAX), no_control_characters], **kwargs
         )
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -82,7 +82,7 @@ class Name(fields.String):
 class Password(fields.String):
     def __init__(self, min_length=PASSWORD_MIN, **kwargs):
         super().__init__(
-            validate=[validate.Length(min=min_length, max=PASSWORD_MAX), _storable],
+            validate=[validate.Length(min=min_length, max=PASSWORD_MAX), storable],
             load_only=True,
             **kwargs,
         )
@@ -94,7 +94,7 @@ class UserCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    email = fields.Email(required=True, validate=[validate.Length(max=EMAIL_MAX), _storable])
+    email = fields.Email(required=True, validate=[validate.Length(max=EMAIL_MAX), storable])
     name = Name(required=True)
     password = Password(required=True)
     role = fields.String(load_default="user", validate=validate.OneOf(ROLES))
@@ -129,10 +129,10 @@ class CredentialsSchema(Schema):
 
     email = fields.String(
         required=True,
-        validate=[validate.Length(min=1, max=EMAIL_MAX), _no_control_characters],
+        validate=[validate.Length(min=1, max=EMAIL_MAX), no_control_characters],
     )
     password = fields.String(
-        required=True, validate=[validate.Length(min=1, max=PASSWORD_MAX), _storable]
+        required=True, validate=[validate.Length(min=1, max=PASSWORD_MAX), storable]
     )
 
     @post_load
@@ -193,7 +193,7 @@ IDEMPOTENCY_KEY_MAX = 255
 _PLAIN_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 
 
-def _printable(value):
+def printable(value):
     if not value.isprintable() or not value.strip():
         raise ValidationError("Must be printable characters, not only spaces.")
 
@@ -238,7 +238,7 @@ class ItemSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    sku = fields.String(required=True, validate=[validate.Length(min=1, max=SKU_MAX), _printable])
+    sku = fields.String(required=True, validate=[validate.Length(min=1, max=SKU_MAX), printable])
     quantity = fields.Integer(
         required=True, strict=True, validate=validate.Range(min=QUANTITY_MIN, max=QUANTITY_MAX)
     )
@@ -266,7 +266,7 @@ class IdempotencyKeySchema(Schema):
     idempotency_key = fields.String(
         load_default=None,
         allow_none=True,
-        validate=[validate.Length(min=1, max=IDEMPOTENCY_KEY_MAX), _printable],
+        validate=[validate.Length(min=1, max=IDEMPOTENCY_KEY_MAX), printable],
     )
 
 

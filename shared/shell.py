@@ -16,6 +16,7 @@ import nameko.cli.code
 from nameko.standalone.rpc import ClusterRpcProxy
 
 import shared.exceptions  # noqa: F401  (registers the exceptions that cross RPC)
+from shared.framework import REIMPLEMENTED  # noqa: F401  (guards the versions this was written for)
 
 
 class _CountingConsole(InteractiveConsole):
