@@ -36,9 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from argon2 import PasswordHasher, Type
 from sqlalchemy import text
 
+from orders.schemas import CURRENCY
 from shared.db import engine_for
 from shared.passwords import OWASP_MEMORY_KIB, OWASP_TIME_COST
-from shared.schemas import CURRENCY
 
 USERS = 100_000
 ORDERS = 1_000_000

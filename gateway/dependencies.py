@@ -24,10 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class TokenPair:
-    def __init__(self, access, refresh, refresh_claims, expires_in):
+    def __init__(self, access, refresh, expires_in):
         self.access = access
         self.refresh = refresh
-        self.refresh_claims = refresh_claims
         self.expires_in = expires_in
 
     def body(self):
@@ -76,7 +75,7 @@ class Tokens(DependencyProvider):
             now,
             token_version=version,
         )
-        refresh, refresh_claims = tokens.issue(
+        refresh, _ = tokens.issue(
             self.secret,
             user["id"],
             user["role"],
@@ -86,7 +85,7 @@ class Tokens(DependencyProvider):
             jti=refresh_jti,
             token_version=version,
         )
-        return TokenPair(access, refresh, refresh_claims, int(self.access_lifetime.total_seconds()))
+        return TokenPair(access, refresh, int(self.access_lifetime.total_seconds()))
 
     VERIFIED_CACHE_SIZE = 10_000
 

@@ -37,20 +37,17 @@ from gateway.schemas import (
     TokenPairSchema,
     UserPageSchema,
 )
-from shared import schemas
-from shared.schemas import (
-    ID_MAX,
-    CredentialsSchema,
+from orders.schemas import (
+    IDEMPOTENCY_KEY_MAX,
     Money,
     OrderCreateSchema,
     OrderListQuerySchema,
     OrderSchema,
-    PageQuerySchema,
     StatusChangeSchema,
-    UserCreateSchema,
-    UserSchema,
-    UserUpdateSchema,
 )
+from shared import schemas
+from shared.schemas import ID_MAX, PageQuerySchema
+from users.schemas import CredentialsSchema, Name, UserCreateSchema, UserSchema, UserUpdateSchema
 
 BEARER = "bearerAuth"
 ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": ID_MAX}
@@ -95,7 +92,7 @@ def decimal_pattern(minimum, maximum):
 
     Supports the ranges money has: ``minimum`` 0 or 0.01 and ``maximum`` a power
     of ten; anything else raises, so that a new range is not silently misstated.
-    Leading zeros are allowed, as :class:`shared.schemas.Money` allows them.
+    Leading zeros are allowed, as :class:`orders.schemas.Money` allows them.
     """
     minimum, maximum = Decimal(minimum), Decimal(maximum)
     digits = len(str(int(maximum))) - 1
@@ -141,7 +138,7 @@ def field_rules(self, field_obj, ret, **kwargs):
                 f"to {bounds.max}; never a JSON number."
             )
         return extra
-    if isinstance(field_obj, schemas.Name):
+    if isinstance(field_obj, Name):
         # trimmed before it is checked: the length is the trimmed value's, so in the pattern
         minimum, maximum = ret.pop("minLength"), ret.pop("maxLength")
         extra["pattern"] = trimmed_pattern(minimum, maximum)
@@ -198,7 +195,7 @@ IDEMPOTENCY_KEY = {
     "schema": {
         "type": "string",
         "minLength": 1,
-        "maxLength": schemas.IDEMPOTENCY_KEY_MAX,
+        "maxLength": IDEMPOTENCY_KEY_MAX,
         "pattern": PRINTABLE,
     },
     "description": (

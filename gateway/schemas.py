@@ -2,7 +2,8 @@
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from shared.schemas import OrderSchema, UserSchema
+from orders.schemas import OrderSchema
+from users.schemas import UserSchema
 
 TOKEN_MAX = 4096
 

@@ -8,26 +8,26 @@ changes something commits once, with its events, or raises and changes nothing.
 import logging
 from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orders.models import Customer, Order, OrderItem, ProcessedEvent, cents_to_decimal
-from shared.db import core_connection, upsert_insert
-from shared.events import event_id_of, handle_once
-from shared.exceptions import Conflict, IdempotencyKeyReused, InvalidInput, NotFound
-from shared.outbox import utcnow
-from shared.pagination import paginate
-from shared.schemas import (
+from orders.schemas import (
     CURRENCY,
     IdempotencyKeySchema,
     OrderCreateSchema,
     OrderListQuerySchema,
     OrderSchema,
     StatusChangeSchema,
-    load,
-    require_id,
 )
+from shared.db import core_connection, upsert_insert
+from shared.events import event_id_of, handle_once
+from shared.exceptions import Conflict, IdempotencyKeyReused, InvalidInput, NotFound
+from shared.outbox import utcnow
+from shared.pagination import paginate
+from shared.schemas import load, require_id
 
 log = logging.getLogger(__name__)
 order_schema = OrderSchema()
@@ -45,8 +45,38 @@ TRANSITIONS = {
 OPEN_STATUSES = ("pending", "paid")
 
 
+def as_dict(order, lines):
+    """The order as every caller sees it: the one mapping from stored rows to the contract.
+
+    ``order`` has ``id``, ``user_id``, ``status``, ``currency``, ``total_cents``,
+    ``created_at`` and ``updated_at`` (an ORM ``Order``, a Core row, a namespace);
+    ``lines`` its items in order, each with ``sku``, ``quantity`` and
+    ``unit_price_cents``. Money goes out as two-place decimal strings.
+    """
+    return order_schema.dump(
+        {
+            "id": order.id,
+            "user_id": order.user_id,
+            "status": order.status,
+            "currency": order.currency,
+            "total": cents_to_decimal(order.total_cents),
+            "created_at": order.created_at,
+            "updated_at": order.updated_at,
+            "items": [
+                {
+                    "sku": line.sku,
+                    "quantity": line.quantity,
+                    "unit_price": cents_to_decimal(line.unit_price_cents),
+                }
+                for line in lines
+            ],
+        }
+    )
+
+
 def dump(order):
-    return order_schema.dump(order)
+    """An ORM ``Order`` with its items as a dict (see :func:`as_dict`)."""
+    return as_dict(order, order.items)
 
 
 def _not_found(order_id):
@@ -256,25 +286,16 @@ def _insert_order(session, user_id, items, key):
         },
     ).scalar_one()
     connection.execute(INSERT_ITEMS, [{**line, "order_id": order_id} for line in lines])
-    return order_schema.dump(
-        {
-            "id": order_id,
-            "user_id": user_id,
-            "status": "pending",
-            "currency": CURRENCY,
-            "total": cents_to_decimal(total_cents),
-            "created_at": now,
-            "updated_at": now,
-            "items": [
-                {
-                    "sku": line["sku"],
-                    "quantity": line["quantity"],
-                    "unit_price": cents_to_decimal(line["unit_price_cents"]),
-                }
-                for line in lines
-            ],
-        }
+    written = SimpleNamespace(
+        id=order_id,
+        user_id=user_id,
+        status="pending",
+        currency=CURRENCY,
+        total_cents=total_cents,
+        created_at=now,
+        updated_at=now,
     )
+    return as_dict(written, [SimpleNamespace(**line) for line in lines])
 
 
 # built once: a Core statement skips the ORM's per-call compile work
@@ -308,27 +329,8 @@ def get_order(db, order_id, user_id=None):
     rows = core_connection(db).execute(ORDER_WITH_ITEMS, {"order_id": order_id}).all()
     if not rows or (owner is not None and rows[0].user_id != owner):
         raise _not_found(order_id)
-    first = rows[0]
-    return order_schema.dump(
-        {
-            "id": first.id,
-            "user_id": first.user_id,
-            "status": first.status,
-            "currency": first.currency,
-            "total": cents_to_decimal(first.total_cents),
-            "created_at": first.created_at,
-            "updated_at": first.updated_at,
-            "items": [
-                {
-                    "sku": r.sku,
-                    "quantity": r.quantity,
-                    "unit_price": cents_to_decimal(r.unit_price_cents),
-                }
-                for r in rows
-                if r.sku is not None
-            ],
-        }
-    )
+    # an order without items (none is ever written) still comes back, with no lines
+    return as_dict(rows[0], [row for row in rows if row.sku is not None])
 
 
 def list_orders(session, user_id=None, status=None, limit=20, cursor=None):

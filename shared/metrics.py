@@ -1,8 +1,8 @@
 """Prometheus metrics: one registry per container, RED metrics for every entrypoint.
 
-Why not nameko-prometheus: its metrics live in the global registry (two
-containers in one process collide), and a handler returning bytes kills the
-service (STACK.md). This provider is small and keeps its own registry.
+Why not nameko-prometheus (1.6.0, tried): its metrics live in the global
+registry (two containers in one process collide), and a handler returning
+bytes kills the service. This provider is small and keeps its own registry.
 
 Every rpc, event, http and timer entrypoint is counted by outcome (``success``,
 ``expected_error`` for the exceptions it declares, ``error``) and timed. Labels

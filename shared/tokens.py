@@ -9,7 +9,7 @@ works as an access token and the other way round.
 """
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import jwt
 
@@ -106,13 +106,5 @@ def token_version_of(claims):
     return version if type(version) is int else -1  # a forged odd value is never current
 
 
-def expires_at(claims):
-    return datetime.fromtimestamp(claims["exp"], UTC)
-
-
 def _is_user_id(sub):
     return isinstance(sub, str) and sub.isdigit() and 0 < len(sub) < 20 and int(sub) > 0
-
-
-def lifetimes(access_minutes, refresh_days):
-    return timedelta(minutes=access_minutes), timedelta(days=refresh_days)

@@ -12,18 +12,11 @@ from shared.db import core_connection
 from shared.events import event_id_of, handle_once
 from shared.exceptions import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from shared.pagination import paginate
-from shared.schemas import (
-    CredentialsSchema,
-    PageQuerySchema,
-    UserCreateSchema,
-    UserSchema,
-    UserUpdateSchema,
-    load,
-    require_id,
-)
+from shared.schemas import PageQuerySchema, load, require_id
 from users import logins
 from users.logins import LoginLimits
 from users.models import ProcessedEvent, RefreshToken, User
+from users.schemas import CredentialsSchema, UserCreateSchema, UserSchema, UserUpdateSchema
 
 user_schema = UserSchema()
 
@@ -115,7 +108,7 @@ def update_user(session, outbox, hasher, user_id, changes, limits=None):
         setattr(user, name, value)
     if ends_sessions:
         user.token_version += 1
-        end_sessions(session, user.id)
+        end_refresh_tokens(session, user.id)
     outbox.add(
         session,
         "user_updated",
@@ -162,11 +155,11 @@ def with_token_version(user):
     return {**dump(user), "token_version": user.token_version}
 
 
-def end_sessions(session, user_id):
+def end_refresh_tokens(session, user_id):
     """Delete every refresh token of ``user_id`` (in the caller's transaction).
 
     Deleted, not marked used: an old token then fails as unknown, and its later
-    use does not look like the theft of a newer one (see :mod:`users.sessions`).
+    use does not look like the theft of a newer one (see :mod:`users.refresh_tokens`).
     """
     session.execute(delete(RefreshToken).where(RefreshToken.user_id == user_id))
 

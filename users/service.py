@@ -15,7 +15,7 @@ from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
 from shared.passwords import Passwords
 from shared.rpc import rpc
-from users import logic, sessions
+from users import logic, refresh_tokens
 from users.logins import LoginLimits, check_login_limits
 from users.models import Base, OutboxEvent
 
@@ -78,12 +78,14 @@ class UsersService(health.OperationalEndpoints):
     @rpc(expected_exceptions=EXPECTED)
     def store_refresh_token(self, user_id, jti, expires_at):
         """Remember a refresh token the gateway issued (``expires_at``: ISO 8601)."""
-        sessions.store_refresh_token(self.db.session, user_id, jti, expires_at)
+        refresh_tokens.store_refresh_token(self.db.session, user_id, jti, expires_at)
 
     @rpc(expected_exceptions=EXPECTED)
     def rotate_refresh_token(self, old_jti, new_jti, new_expires_at):
         """Spend a refresh token for a new one; returns the user as it is now."""
-        return sessions.rotate_refresh_token(self.db.session, old_jti, new_jti, new_expires_at)
+        return refresh_tokens.rotate_refresh_token(
+            self.db.session, old_jti, new_jti, new_expires_at
+        )
 
     def _login_limits(self):
         return LoginLimits.from_config(self.config)

@@ -251,7 +251,8 @@ def test_bad_trusted_proxies_refuse_to_start_saying_what_to_set():
 
 def test_every_field_error_of_a_body_comes_at_once_in_one_nested_shape():
     from gateway.http import UNSTORABLE_MESSAGE, load_body
-    from shared.schemas import OrderCreateSchema, UserCreateSchema
+    from orders.schemas import OrderCreateSchema
+    from users.schemas import UserCreateSchema
 
     with pytest.raises(InvalidInput) as refused:
         load_body(UserCreateSchema, {"email": "not-an-email", "name": "a\x00", "password": "x"})

@@ -9,13 +9,9 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from gateway import docs, openapi
-from shared.schemas import (
-    CredentialsSchema,
-    ItemSchema,
-    UserCreateSchema,
-    UserUpdateSchema,
-    instance_of,
-)
+from orders.schemas import ItemSchema
+from shared.schemas import instance_of
+from users.schemas import CredentialsSchema, UserCreateSchema, UserUpdateSchema
 
 DOCUMENT = openapi.document()
 SCHEMAS = DOCUMENT["components"]["schemas"]
