@@ -57,8 +57,8 @@ format: $(STAMP)
 clean:
 	rm -rf var .pytest_cache .ruff_cache
 
-deadletters: $(STAMP) ## list the dead letters of users and orders
-	for c in users orders; do $(QUIET) -m shared.deadletters config/$$c.yaml list || exit 1; done
+deadletters: $(STAMP) ## list the dead letters of every service with event handlers
+	for c in $$($(BIN)/python -m shared.services --with-database); do $(QUIET) -m shared.deadletters config/$$c.yaml list || exit 1; done
 
 # checked before anything else runs, so a missing argument costs nothing but the usage line
 replay-args:
@@ -67,9 +67,10 @@ replay-args:
 replay: replay-args $(STAMP) ## replay dead letters: make replay SERVICE=orders [EVENT_ID=...]
 	$(QUIET) -m shared.deadletters config/$(SERVICE).yaml replay $(if $(EVENT_ID),--event-id $(EVENT_ID))
 
-fault: $(STAMP) ## faults under load on private RabbitMQ/PostgreSQL: one node, then a 3-node cluster (~5 min)
+fault: $(STAMP) ## faults under load on private RabbitMQ/PostgreSQL: one node, a 3-node cluster, a rolling restart (~6 min)
 	$(BIN)/python -m tests.fault.run
 	$(BIN)/python -m tests.fault.run --cluster
+	$(BIN)/python -m tests.fault.run --rolling
 
 bench: $(STAMP) ## benchmark against stock-nameko baselines (needs wrk, RabbitMQ, PostgreSQL; ~3 min)
 	$(BIN)/python -m bench.run

@@ -38,13 +38,10 @@ from kombu import Connection
 from shared.config import ConfigError
 from shared.logs import tool_logger
 from shared.migrate import is_refusal, load_config, refused, upgrade
+from shared.services import SERVICES as ALL_SERVICES
 
 # (service, module, config); a service whose module does not exist yet is skipped
-SERVICES = [
-    ("users", "users.service", "config/users.yaml"),
-    ("orders", "orders.service", "config/orders.yaml"),
-    ("gateway", "gateway.service", "config/gateway.yaml"),
-]
+SERVICES = [(service.name, service.module, service.config) for service in ALL_SERVICES]
 STOP_GRACE_SECONDS = 15
 log = logging.getLogger("run")
 

@@ -3,6 +3,7 @@
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from shared import services
 from tests.conftest import FAST_HASHING
 
 RPC_TIMEOUT = 10
@@ -102,7 +103,7 @@ def module_db_uris(request, tmp_path_factory):
     from tests.conftest import empty_tables, migrate
 
     uris = {}
-    for service_name in ("users", "orders"):
+    for service_name in services.names(with_database=True):
         if request.param == "sqlite":
             path = tmp_path_factory.mktemp(service_name) / f"{service_name}.sqlite3"
             uris[service_name] = f"sqlite:///{path}"

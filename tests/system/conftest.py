@@ -5,6 +5,7 @@ import uuid
 import pytest
 import requests
 
+from shared import services
 from tests.helpers import answers_ok, wait_until
 from tests.system.processes import ServiceProcess, migrate, system_env
 
@@ -14,7 +15,7 @@ PASSWORD = "correct horse battery"
 class System:
     def __init__(self, env, log_dir):
         self.services = {
-            name: ServiceProcess(name, env, log_dir) for name in ("users", "orders", "gateway")
+            name: ServiceProcess(name, env, log_dir) for name in services.names()
         }
 
     def __getitem__(self, name):

@@ -1,0 +1,75 @@
+"""Compose, the Kubernetes base and Prometheus' scrape config hold every listed service.
+
+Each service of shared.services with its config and port: adding a service there
+and forgetting one of these files fails."""
+
+import os
+
+import pytest
+import yaml
+
+from shared.services import SERVICES
+from tests.deploy.conftest import ROOT, path
+
+K8S = os.path.join(ROOT, "deploy", "k8s")
+
+
+def load(*parts):
+    with open(path(*parts)) as file:
+        return yaml.safe_load(file)
+
+
+def k8s_documents():
+    kustomization = load("deploy", "k8s", "kustomization.yaml")
+    documents = []
+    for resource in kustomization["resources"]:
+        with open(os.path.join(K8S, resource)) as file:
+            documents.extend(d for d in yaml.safe_load_all(file) if d)
+    return documents
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_compose_runs_every_service_with_its_config(service):
+    compose = load("docker-compose.yml")["services"]
+    assert service.name in compose
+    assert service.config in compose[service.name]["command"]
+    assert service.module in compose[service.name]["command"]
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_kubernetes_deploys_and_exposes_every_service_on_its_port(service):
+    documents = k8s_documents()
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    [container] = [
+        c
+        for c in deployments[service.name]["spec"]["template"]["spec"]["containers"]
+        if c["name"] == service.name
+    ]
+    assert service.config in container["command"]
+    assert service.port in [port["containerPort"] for port in container["ports"]]
+    # a Service reaches the container by port number or by the container port's name
+    names = {port.get("name"): port["containerPort"] for port in container["ports"]}
+    targets = [
+        names.get(port.get("targetPort"), port.get("targetPort", port["port"]))
+        for port in services[service.name]["spec"]["ports"]
+    ]
+    assert service.port in targets
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_prometheus_scrapes_every_service_on_its_port(service):
+    jobs = {job["job_name"]: job for job in load("monitoring", "prometheus.yml")["scrape_configs"]}
+    targets = [t for config in jobs[service.name]["static_configs"] for t in config["targets"]]
+    assert f"{service.name}:{service.port}" in targets
+
+
+def test_nothing_else_is_deployed_as_a_service_of_ours():
+    """Each app container runs one of the listed services (one image, the command picks)."""
+    compose = load("docker-compose.yml")["services"]
+    ours = {
+        name
+        for name, spec in compose.items()
+        if isinstance(spec.get("command"), list) and "run" in spec["command"]
+    }
+    assert ours == {s.name for s in SERVICES}
