@@ -213,6 +213,16 @@ class Account:
 
 
 def account_from_uri(uri):
+    """One AMQP URI, or a ';'-separated failover list whose addresses share user,
+    password and vhost (what a service of a cluster connects with)."""
+    accounts = {_account_from_one(part.strip()) for part in uri.split(";") if part.strip()}
+    if len(accounts) != 1:
+        raise ValueError("the addresses of a failover AMQP URI differ in user, password or vhost")
+    (account,) = accounts
+    return account
+
+
+def _account_from_one(uri):
     parts = urlsplit(uri)
     if not parts.username or not parts.password:
         raise ValueError("an AMQP URI without a user and password")

@@ -85,6 +85,11 @@ def ensure_broker(amqp_uri):
 
 
 def hide_password(uri):
+    """``uri`` with every password masked (each address of a failover list)."""
+    return ";".join(_hide_one(part) for part in uri.split(";"))
+
+
+def _hide_one(uri):
     parts = urlsplit(uri)
     if parts.password:
         return urlunsplit(parts._replace(netloc=parts.netloc.replace(parts.password, "***", 1)))

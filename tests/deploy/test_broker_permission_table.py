@@ -185,3 +185,22 @@ def test_the_table_allows_every_call_and_event_in_the_source_code():
 def test_an_empty_alternative_list_allows_nothing_useful():
     assert anchored([]) == "^$"
     assert not allows(anchored([]), "user_deleted")
+
+
+def test_a_failover_list_names_one_account():
+    from scripts.broker_setup import account_from_uri
+
+    one = account_from_uri("amqp://orders:pw@rabbitmq:5672/shop")
+    listed = account_from_uri(
+        "amqp://orders:pw@rabbitmq:5672/shop;amqp://orders:pw@rabbitmq-2:5672/shop"
+    )
+    assert listed == one
+    with pytest.raises(ValueError):
+        account_from_uri("amqp://orders:pw@a:5672/shop;amqp://users:pw@b:5672/shop")
+
+
+def test_every_password_of_a_failover_list_is_hidden_in_messages():
+    from scripts.run import hide_password
+
+    shown = hide_password("amqp://u:secret1@a:5672/v;amqp://u:secret2@b:5672/v")
+    assert "secret" not in shown and shown.count("***") == 2

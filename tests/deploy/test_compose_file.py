@@ -128,12 +128,17 @@ def test_each_service_connects_to_the_broker_as_its_own_user():
 def test_every_secret_comes_from_the_env_file_and_none_is_written_here():
     with open(path("docker-compose.yml")) as stream:
         text = stream.read()
+    # the cluster override (docker-compose.cluster.yml) needs one more: the Erlang cookie
+    with open(path("docker-compose.cluster.yml")) as stream:
+        cluster_text = stream.read()
     example = read_env_file(path(".env.example"))
     secrets = {key: value for key, value in example.items() if key != "RABBITMQ_ADMIN_USER"}
     for key, value in secrets.items():
-        assert value not in text, f"the value of {key} is written in docker-compose.yml"
+        for name, content in (("docker-compose.yml", text), ("the cluster file", cluster_text)):
+            assert value not in content, f"the value of {key} is written in {name}"
         # required: compose refuses to start without it rather than use a default
-        assert re.search(r"\$\{" + key + r":\?[^}]+\}", text), f"{key} is not required from .env"
+        required = r"\$\{" + key + r":\?[^}]+\}"
+        assert re.search(required, text + cluster_text), f"{key} is not required from .env"
     raw = yaml.safe_load(text)
     assert "definitions.json" not in str(raw["services"]["rabbitmq"]), "no boot-time definitions"
 
