@@ -28,7 +28,8 @@ from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
 from gateway.errors import EXPECTED, BadRequest, describe, error_body
-from shared.exceptions import InvalidInput
+from shared.exceptions import InvalidInput, Unavailable
+from shared.framework import is_accepting, stop_accepting
 from shared.logs import REQUEST_ID_KEY
 from shared.rpc import SignatureReadOnce
 from shared.schemas import ID_MAX, load
@@ -265,6 +266,10 @@ class GatewayWsgiApp(WsgiApp):
         return response(environ, start_response)
 
 
+class ShuttingDown(Unavailable):
+    """A request that reached a gateway that is stopping (503, nothing was done)."""
+
+
 class GatewayWebServer(WebServer):
     """nameko's web server with :class:`GatewayWsgiApp` and a metrics hook."""
 
@@ -281,6 +286,17 @@ class GatewayWebServer(WebServer):
 
     def get_wsgi_app(self):
         return GatewayWsgiApp(self)
+
+    def unregister_provider(self, provider):
+        """nameko stops the entrypoints (each Route unregisters here) before it waits
+        for their workers and stops the dependencies: the first route to stop closes
+        the door, so no request is taken that could not be answered."""
+        stop_accepting(self)
+        super().unregister_provider(provider)
+
+    @property
+    def stopping(self):
+        return not is_accepting(self)
 
     def observe(self, method, route, status, started):
         elapsed = time.perf_counter() - started
@@ -313,6 +329,10 @@ class Route(SignatureReadOnce, HttpRequestHandler):
                 raise http.RequestEntityTooLarge(
                     f"The body is larger than {self.max_body_bytes} bytes."
                 )
+            if self.server.stopping:
+                # accepted just before the door closed: refused before any work,
+                # so a load balancer (or the client) can safely send it elsewhere
+                raise ShuttingDown("the gateway is shutting down: send the request again")
             args, kwargs = self.get_entrypoint_parameters(request)
             for name, value in kwargs.items():
                 if name.endswith("_id") and not MIN_ID <= value <= MAX_ID:

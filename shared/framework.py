@@ -22,6 +22,11 @@ Patched here:
   dead callee).
 - :func:`is_stopped` and :func:`work_in_progress`: what a container is still doing
   (for the bounded stop of :mod:`shared.cli`).
+- :func:`stop_accepting` and :func:`is_accepting`: nameko's ``WebServer`` closed its
+  listening socket only in its own ``stop``, after the workers were waited for and
+  the dependencies (the RPC reply listener) stopped: a request accepted in between
+  got a worker whose RPC could act but whose reply could never arrive, then its
+  connection was killed without an answer (seen in the rolling-restart test).
 
 Re-implemented elsewhere, beside the extension that needs it (:data:`REIMPLEMENTED`
 fingerprints the upstream source each one was written from):
@@ -189,3 +194,21 @@ def work_in_progress(container):
     workers = sorted(ctx.entrypoint.method_name for ctx in list(container._worker_threads))
     threads = sorted(str(name) for name in list(container._managed_threads.values()))
     return workers, threads
+
+
+def stop_accepting(web_server):
+    """Close nameko's ``WebServer`` to new connections now; open keep-alive connections
+    close after their current response. Safe to call more than once."""
+    if not web_server._is_accepting:
+        return
+    web_server._is_accepting = False
+    if web_server._gt is not None:
+        web_server._gt.kill()
+    if web_server._sock is not None:
+        web_server._sock.close()
+    if web_server._serv is not None:
+        web_server._serv.keepalive = False
+
+
+def is_accepting(web_server):
+    return web_server._is_accepting

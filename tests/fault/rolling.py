@@ -139,10 +139,13 @@ defaults
     timeout http-keep-alive 5s
     timeout queue 5s
     # a request that could not reach a gateway (connection refused or reset,
-    # closed without an answer) goes to the other one: at most 3 more tries
+    # closed without an answer), or that a stopping gateway refused before
+    # doing anything (503), goes to the other one: at most 3 more tries
     retries 3
     option redispatch 1
-    retry-on conn-failure empty-response response-timeout
+    retry-on conn-failure empty-response response-timeout 503
+    # a POST can be sent again only if HAProxy kept its body
+    option http-buffer-request
 
 frontend api
     bind 127.0.0.1:{port}

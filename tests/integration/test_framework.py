@@ -158,3 +158,30 @@ def test_no_framework_private_name_is_used_outside_the_compatibility_module():
                     if not any(allowed in match.group() for allowed in NOT_FRAMEWORK):
                         found.append(f"{path.relative_to(root)}:{number}: {match.group()}")
     assert found == []
+
+
+def test_a_stopping_gateway_takes_no_new_connection_and_refuses_work_it_already_took(
+    rabbit_config, web_config, container_factory
+):
+    """nameko closed the listening socket last, after the RPC reply listener had stopped."""
+    import requests
+
+    from gateway.http import GatewayWebServer
+    from gateway.service import GatewayService
+    from tests.integration.conftest import gateway_config
+
+    config = gateway_config(rabbit_config)
+    container = container_factory(GatewayService, config)
+    container.start()
+    url = f"http://{config['WEB_SERVER_ADDRESS']}"
+    session = requests.Session()  # one keep-alive connection, opened before the stop
+    assert session.get(f"{url}/health", timeout=5).status_code == 200
+    server = next(e for e in container.extensions if isinstance(e, GatewayWebServer))
+    route = next(e for e in container.entrypoints if e.method_name == "health")
+    server.unregister_provider(route)  # what nameko does first when it stops the container
+    assert server.stopping
+    with pytest.raises(requests.ConnectionError):  # no new connection
+        requests.get(f"{url}/health", timeout=2)
+    refused = session.get(f"{url}/ready", timeout=5)  # the old one: refused, nothing done
+    assert refused.status_code == 503 and refused.headers["Connection"] == "close"  # eventlet's
+    assert refused.json()["error"] == "UNAVAILABLE"
