@@ -14,9 +14,7 @@ PASSWORD = "correct horse battery"
 
 class System:
     def __init__(self, env, log_dir):
-        self.services = {
-            name: ServiceProcess(name, env, log_dir) for name in services.names()
-        }
+        self.services = {name: ServiceProcess(name, env, log_dir) for name in services.names()}
 
     def __getitem__(self, name):
         return self.services[name]
