@@ -305,12 +305,14 @@ class GatewayWebServer(WebServer):
 
 
 class Route(SignatureReadOnce, HttpRequestHandler):
-    """A gateway route: ``@route("GET", "/v1/users/<int:user_id>")``."""
+    """A gateway route: ``@route("GET", "/v1/users/<int:user_id>", api=Api(...))``."""
 
     server = GatewayWebServer()
 
-    def __init__(self, method, url, expected_exceptions=EXPECTED, **kwargs):
+    def __init__(self, method, url, api=None, expected_exceptions=EXPECTED, **kwargs):
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
+        # what the OpenAPI document says of this route (gateway.openapi.Api)
+        self.api = api
 
     def setup(self):
         super().setup()

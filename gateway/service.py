@@ -25,12 +25,20 @@ from gateway.http import (
     route,
 )
 from gateway.metrics import HttpMetrics
-from gateway.schemas import RefreshRequestSchema
+from gateway.openapi import ASSET_PARAMETER, IDEMPOTENCY_KEY, Api
+from gateway.schemas import (
+    OrderPageSchema,
+    RefreshRequestSchema,
+    StatusSchema,
+    TokenPairSchema,
+    UserPageSchema,
+)
 from gateway.settings import check_gateway
 from orders.schemas import (
     IdempotencyKeySchema,
     OrderCreateSchema,
     OrderListQuerySchema,
+    OrderSchema,
     StatusChangeSchema,
 )
 from shared.config import ConfigCheck
@@ -46,7 +54,7 @@ from shared.logs import LoggingContext
 from shared.metrics import Metrics
 from shared.rpc import TimedRpcProxy
 from shared.schemas import PageQuerySchema, instance_of
-from users.schemas import CredentialsSchema, UserCreateSchema, UserUpdateSchema
+from users.schemas import CredentialsSchema, UserCreateSchema, UserSchema, UserUpdateSchema
 
 # ids out of the database's range are 404 (see gateway.http.Route)
 USER_ID = "<int:user_id>"
@@ -103,7 +111,21 @@ class GatewayService:
 
     # --- users -----------------------------------------------------------------------------
 
-    @route("POST", "/v1/users")
+    @route(
+        "POST",
+        "/v1/users",
+        api=Api(
+            "Register",
+            "users",
+            201,
+            UserSchema,
+            UserCreateSchema,
+            errors=(403, 409),
+            secure=False,
+            description="403 if `role` is not `user` (only an admin makes admins); 409 if the "
+            "email is taken.",
+        ),
+    )
     def register(self, request):
         body = read_json(request)
         if isinstance(body, dict) and body.get("role", "user") != "user":
@@ -112,7 +134,21 @@ class GatewayService:
         user = self.users.create_user(fields["email"], fields["name"], fields["password"])
         return json_response(user, 201)
 
-    @route("POST", "/v1/auth/token")
+    @route(
+        "POST",
+        "/v1/auth/token",
+        api=Api(
+            "Log in: a token pair",
+            "auth",
+            200,
+            TokenPairSchema,
+            CredentialsSchema,
+            errors=(401, 429),
+            secure=False,
+            description="429 with `Retry-After` after too many failures for the email or the "
+            "client address.",
+        ),
+    )
     def issue_token(self, request):
         credentials = load_body(CredentialsSchema, read_json(request))
         # failures are counted (and logins refused) by the users service, per email
@@ -131,7 +167,20 @@ class GatewayService:
             raise AuthenticationFailed("wrong email or password") from None
         return self._token_pair(user, jti, now)
 
-    @route("POST", "/v1/auth/refresh")
+    @route(
+        "POST",
+        "/v1/auth/refresh",
+        api=Api(
+            "Swap a refresh token for a new pair",
+            "auth",
+            200,
+            TokenPairSchema,
+            RefreshRequestSchema,
+            errors=(401,),
+            secure=False,
+            description="The old refresh token stops working.",
+        ),
+    )
     def refresh_token(self, request):
         fields = load_body(RefreshRequestSchema, read_json(request))
         claims = self.tokens.decode_refresh(fields["refresh_token"])
@@ -143,7 +192,7 @@ class GatewayService:
             raise AuthenticationFailed("refresh token is invalid, expired or already used")
         return self._token_pair(user, jti, now)
 
-    @route("GET", "/v1/users/me")
+    @route("GET", "/v1/users/me", api=Api("The caller", "users", 200, UserSchema))
     def get_me(self, request):
         caller = self._caller(request)
         try:
@@ -152,19 +201,54 @@ class GatewayService:
             self.revoked.user_deleted(caller.user_id)
             raise AuthenticationFailed(auth.REVOKED) from None
 
-    @route("GET", f"/v1/users/{USER_ID}")
+    @route(
+        "GET",
+        f"/v1/users/{USER_ID}",
+        api=Api(
+            "A user (self or admin)",
+            "users",
+            200,
+            UserSchema,
+            errors=(404,),
+            description="404 for anyone else's id: no one learns which ids exist.",
+        ),
+    )
     def get_user(self, request, user_id):
         auth.require_self_or_admin(self._caller(request), user_id)
         return json_response(self.users.get_user(user_id))
 
-    @route("GET", "/v1/users")
+    @route(
+        "GET",
+        "/v1/users",
+        api=Api(
+            "A page of users (admin)",
+            "users",
+            200,
+            UserPageSchema,
+            query=PageQuerySchema,
+            errors=(403,),
+        ),
+    )
     def list_users(self, request):
         auth.require_admin(self._caller(request))
         page = load_query(instance_of(PageQuerySchema), request)
         with query_errors():
             return json_response(self.users.list_users(page["limit"], page["cursor"]))
 
-    @route("PATCH", f"/v1/users/{USER_ID}")
+    @route(
+        "PATCH",
+        f"/v1/users/{USER_ID}",
+        api=Api(
+            "Change name, password; role (admin)",
+            "users",
+            200,
+            UserSchema,
+            UserUpdateSchema,
+            errors=(403, 404, 429),
+            description="Changing your own password needs `current_password` (422 without it or "
+            "when wrong; 429 after too many wrong ones). Only an admin changes a role (403).",
+        ),
+    )
     def update_user(self, request, user_id):
         caller = self._caller(request)
         auth.require_self_or_admin(caller, user_id)
@@ -179,7 +263,11 @@ class GatewayService:
                 self.revoked.raise_floor(user_id, version)
         return json_response(user)
 
-    @route("DELETE", f"/v1/users/{USER_ID}")
+    @route(
+        "DELETE",
+        f"/v1/users/{USER_ID}",
+        api=Api("Delete a user; open orders are cancelled", "users", 204, errors=(404,)),
+    )
     def delete_user(self, request, user_id):
         auth.require_self_or_admin(self._caller(request), user_id)
         self.users.delete_user(user_id)
@@ -188,7 +276,21 @@ class GatewayService:
 
     # --- orders ----------------------------------------------------------------------------
 
-    @route("POST", "/v1/orders")
+    @route(
+        "POST",
+        "/v1/orders",
+        api=Api(
+            "Place an order",
+            "orders",
+            201,
+            OrderSchema,
+            OrderCreateSchema,
+            headers=[IDEMPOTENCY_KEY],
+            also=(200,),
+            description="201: a new order. 200: a replay of an `Idempotency-Key` already used "
+            "with this body: the first order.",
+        ),
+    )
     def create_order(self, request):
         caller = self._caller(request)
         key = idempotency_key(request)
@@ -199,14 +301,30 @@ class GatewayService:
         result = self.orders.create_order(caller.user_id, items, idempotency_key=key)
         return json_response(result["order"], 201 if result["created"] else 200)
 
-    @route("GET", f"/v1/orders/{ORDER_ID}")
+    @route(
+        "GET",
+        f"/v1/orders/{ORDER_ID}",
+        api=Api("An order (owner or admin)", "orders", 200, OrderSchema, errors=(404,)),
+    )
     def get_order(self, request, order_id):
         caller = self._caller(request)
         order = self.orders.get_order(order_id, user_id=owner_scope(caller))
         auth.require_owner_or_admin(caller, order)
         return json_response(order)
 
-    @route("GET", "/v1/orders")
+    @route(
+        "GET",
+        "/v1/orders",
+        api=Api(
+            "The caller's orders (admin: all, or ?user_id=)",
+            "orders",
+            200,
+            OrderPageSchema,
+            query=OrderListQuerySchema,
+            errors=(403,),
+            description="403 if a user asks for another user's orders.",
+        ),
+    )
     def list_orders(self, request):
         caller = self._caller(request)
         query = load_query(instance_of(OrderListQuerySchema), request)
@@ -217,12 +335,28 @@ class GatewayService:
         with query_errors():
             return json_response(self.orders.list_orders(**query))
 
-    @route("POST", f"/v1/orders/{ORDER_ID}/cancel")
+    @route(
+        "POST",
+        f"/v1/orders/{ORDER_ID}/cancel",
+        api=Api("Cancel a pending or paid order", "orders", 200, OrderSchema, errors=(404, 409)),
+    )
     def cancel_order(self, request, order_id):
         caller = self._caller(request)
         return json_response(self.orders.cancel_order(order_id, user_id=owner_scope(caller)))
 
-    @route("POST", f"/v1/orders/{ORDER_ID}/status")
+    @route(
+        "POST",
+        f"/v1/orders/{ORDER_ID}/status",
+        api=Api(
+            "Move an order on (admin)",
+            "orders",
+            200,
+            OrderSchema,
+            StatusChangeSchema,
+            errors=(403, 404, 409),
+            description="pending → paid → shipped → delivered; 409 for any other move.",
+        ),
+    )
     def set_order_status(self, request, order_id):
         auth.require_admin(self._caller(request))
         change = load_body(StatusChangeSchema, read_json(request))
@@ -230,12 +364,29 @@ class GatewayService:
 
     # --- operations ------------------------------------------------------------------------
 
-    @route("GET", "/health")
+    @route(
+        "GET",
+        "/health",
+        api=Api("Liveness", "operations", 200, StatusSchema, secure=False, rpc=False),
+    )
     def health(self, request):
         """Liveness: the process serves; dependencies are /ready's business."""
         return json_response({"service": self.name, "status": "ok"})
 
-    @route("GET", "/ready")
+    @route(
+        "GET",
+        "/ready",
+        api=Api(
+            "Readiness: users and orders answer",
+            "operations",
+            200,
+            StatusSchema,
+            errors=(503,),
+            secure=False,
+            rpc=False,
+            description="503 names the services that did not answer in `details.checks`.",
+        ),
+    )
     def ready(self, request):
         """Readiness: users and orders answer ``health`` within a second, in parallel."""
         services = {"users": self.users, "orders": self.orders}
@@ -248,20 +399,60 @@ class GatewayService:
         body = error_body("UNAVAILABLE", message, {"checks": checks}, request_id_of(request))
         return json_response(body, 503)
 
-    @route("GET", "/metrics")
+    @route(
+        "GET",
+        "/metrics",
+        api=Api(
+            "Prometheus metrics",
+            "operations",
+            200,
+            secure=False,
+            rpc=False,
+            content_type="text/plain",
+        ),
+    )
     def prometheus_metrics(self, request):
         return self.metrics.response()
 
-    @route("GET", "/openapi.json")
+    @route(
+        "GET",
+        "/openapi.json",
+        api=Api("This document", "operations", 200, {"type": "object"}, secure=False, rpc=False),
+    )
     def openapi_document(self, request):
         return json_response(openapi.document())
 
-    @route("GET", "/docs")
+    @route(
+        "GET",
+        "/docs",
+        api=Api(
+            "Interactive API documentation (HTML)",
+            "operations",
+            200,
+            secure=False,
+            rpc=False,
+            content_type="text/html",
+            errors=(304,),
+        ),
+    )
     def docs_page(self, request):
         """Swagger UI over /openapi.json; its assets come from the route below."""
         return docs.page(request)
 
-    @route("GET", "/docs/<asset>")
+    @route(
+        "GET",
+        "/docs/<asset>",
+        api=Api(
+            "A file of the documentation page",
+            "operations",
+            200,
+            secure=False,
+            rpc=False,
+            content_type=tuple(sorted(set(docs.ASSET_TYPES.values()))),
+            errors=(304, 404),
+            path_schemas=ASSET_PARAMETER,
+        ),
+    )
     def docs_asset(self, request, asset):
         return docs.asset(request, asset)
 
