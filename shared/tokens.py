@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import jwt
 
 from shared.exceptions import AuthenticationFailed
+from shared.schemas import ID_MAX
 
 ALGORITHM = "HS256"
 ACCESS = "access"
@@ -107,4 +108,5 @@ def token_version_of(claims):
 
 
 def _is_user_id(sub):
-    return isinstance(sub, str) and sub.isdigit() and 0 < len(sub) < 20 and int(sub) > 0
+    # an id the users table can hold: anything else was never issued by us
+    return isinstance(sub, str) and sub.isdigit() and 0 < len(sub) < 20 and 0 < int(sub) <= ID_MAX

@@ -594,7 +594,7 @@ class FaultRun:
         )
 
     def stop_node_gracefully(self, down_seconds=6.0, spare=None):
-        """``rabbitmqctl stop`` a node other than ``spare``; boot it again later."""
+        """Stop a node other than ``spare`` politely (its Erlang VM ends); boot it again later."""
         rabbit = next(r for r in reversed(self.rabbits) if r is not spare)
         return self.node_down(rabbit, "stop a node gracefully", lambda r: r.stop(), down_seconds)
 

@@ -124,7 +124,8 @@ def test_a_nul_anywhere_in_a_body_is_422_naming_where_before_any_service_sees_it
         "POST", "/v1/auth/token", json={"email": "a\x00@example.com", "password": PASSWORD}
     )
     assert response.status_code == 422, response.text
-    assert error_shape(response)["details"] == {"email": [UNSTORABLE_MESSAGE]}
+    details = error_shape(response)["details"]
+    assert set(details) == {"email"} and UNSTORABLE_MESSAGE in details["email"]
 
 
 @pytest.mark.parametrize("password", INJECTIONS + UNICODE + ["p" * 128, "\U0001f600" * 8])
