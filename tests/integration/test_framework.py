@@ -73,8 +73,9 @@ def test_the_reply_listener_forgets_a_call_by_id_or_by_its_event():
     assert listener.pending_replies() == 0
 
 
-def test_the_reply_queue_is_exclusive_to_its_connection(rabbit_config, container_factory):
-    """A durable reply queue on a dead cluster node could not be redeclared (NOT_FOUND)."""
+@pytest.fixture
+def caller(rabbit_config, container_factory):
+    """A running service with an RPC proxy, so with a reply listener."""
     from nameko.rpc import rpc
 
     from shared.rpc import TimedRpcProxy
@@ -89,31 +90,24 @@ def test_the_reply_queue_is_exclusive_to_its_connection(rabbit_config, container
 
     container = container_factory(Caller, rabbit_config)
     container.start()
-    listener = next(e for e in container.extensions if isinstance(e, ReplyListener))
+    return container
+
+
+def reply_listener_of(container):
+    return next(e for e in container.extensions if isinstance(e, ReplyListener))
+
+
+def test_the_reply_queue_is_exclusive_to_its_connection(caller):
+    """A durable reply queue on a dead cluster node could not be redeclared (NOT_FOUND)."""
+    listener = reply_listener_of(caller)
     assert listener.queue.exclusive and listener.queue.auto_delete
     assert not listener.queue.durable
     assert listener.queue.name.startswith("rpc.reply-caller-")
 
 
-def test_each_connection_gets_a_fresh_exclusive_reply_queue_and_routing_key(
-    rabbit_config, container_factory
-):
+def test_each_connection_gets_a_fresh_exclusive_reply_queue_and_routing_key(caller):
     """Redeclaring an exclusive queue whose node died waits for that node: a new name never does."""
-    from nameko.rpc import rpc
-
-    from shared.rpc import TimedRpcProxy
-
-    class Caller:
-        name = "caller"
-        other = TimedRpcProxy("other")
-
-        @rpc
-        def noop(self):
-            pass
-
-    container = container_factory(Caller, rabbit_config)
-    container.start()
-    listener = next(e for e in container.extensions if isinstance(e, ReplyListener))
+    listener = reply_listener_of(caller)
     first = listener.queue  # what the consumer reads on a (re)connection
     first_key = listener.routing_key
     second = listener.queue
