@@ -11,8 +11,7 @@ request) whose calls give up after ``RPC_TIMEOUT`` seconds:
 
 Every request carries its caller's deadline (``x-rpc-deadline``): a service
 that takes it later (it started late, or a broker failover delayed it) drops
-it instead of acting on a call whose caller already answered 504. On classic
-queues the message also expires in the queue at the deadline.
+it instead of acting on a call whose caller already answered 504.
 
 Request/reply messages are transient (never written to disk) and go without
 publisher confirms: an RPC lives for seconds, its caller retries on a timeout,
@@ -69,7 +68,7 @@ from nameko.rpc import RpcProxy, RpcReply, get_rpc_exchange
 
 from shared.exceptions import Unavailable
 from shared.framework import CONNECTION_ERRORS, QueueConsumer, ReplyListener
-from shared.queues import CLASSIC, declare_typed, queue_type
+from shared.queues import declare_typed, queue_type
 
 DEFAULT_TIMEOUT = 5
 # when the caller stops waiting (epoch seconds); a callee that gets it later drops it
@@ -256,13 +255,12 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
         self.timeout = float(config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
         # A request nobody took within the deadline must not run later: the
         # caller has given up. Every request carries its deadline
-        # (DEADLINE_HEADER), which RpcConsumer checks; on classic queues it
-        # also expires in the queue. Not on quorum queues: RabbitMQ 3.10 stops
-        # delivering a quorum queue's messages with a per-message TTL after its
-        # leader node dies, until that node is back (seen in the cluster test).
+        # (DEADLINE_HEADER), which RpcConsumer checks. No per-message TTL: a
+        # caller cannot know the callee's queue type, and RabbitMQ 3.10 stops
+        # delivering a quorum queue's messages that carry one after its leader
+        # node dies, until that node is back (seen in the cluster test: the
+        # gateway, configured without QUEUE_TYPE, still set it).
         options = {"delivery_mode": NON_PERSISTENT, **self.options}
-        if queue_type(config) == CLASSIC:
-            options.setdefault("expiration", self.timeout)
         self.answered = False
         self.exchange = get_rpc_exchange(config)
         self.publisher = LeanPublisher(
