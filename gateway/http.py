@@ -32,7 +32,7 @@ from shared.exceptions import InvalidInput, Unavailable
 from shared.framework import is_accepting, stop_accepting
 from shared.logs import REQUEST_ID_KEY
 from shared.rpc import SignatureReadOnce
-from shared.schemas import ID_MAX, load
+from shared.schemas import ID_MAX, UNSTORABLE, UNSTORABLE_MESSAGE, load
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,6 @@ def read_json(request, max_bytes=None):
     except (ValueError, LookupError, RecursionError) as error:
         raise BadRequest("the body is not valid JSON", {"body": [str(error)[:200]]}) from None
     return body
-
-
-# what no field can hold: PostgreSQL cannot store U+0000 in text, and a lone
-# surrogate (valid in JSON's \uXXXX escapes) cannot be encoded to UTF-8 for
-# the database or the password hash
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-UNSTORABLE_MESSAGE = "Must not contain NUL (\\u0000) or unpaired surrogate characters."
 
 
 def refuse_unstorable_characters(body):

@@ -45,13 +45,16 @@ def no_control_characters(value):
         raise ValidationError("Must not contain control or unpaired surrogate characters.")
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# what no field can hold: PostgreSQL cannot store U+0000 in text, and a lone
+# surrogate (valid in JSON's \uXXXX escapes) cannot be encoded to UTF-8
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_MESSAGE = "Must not contain NUL (\\u0000) or unpaired surrogate characters."
 
 
 def storable(value):
     """No NUL and no lone surrogate: neither can be stored or hashed."""
-    if _UNSTORABLE.search(value):
-        raise ValidationError("Must not contain NUL or unpaired surrogate characters.")
+    if UNSTORABLE.search(value):
+        raise ValidationError(UNSTORABLE_MESSAGE)
 
 
 def printable(value):
