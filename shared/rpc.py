@@ -68,6 +68,7 @@ from nameko.rpc import RpcProxy, RpcReply, get_rpc_exchange
 
 from shared.exceptions import Unavailable
 from shared.framework import CONNECTION_ERRORS, QueueConsumer, ReplyListener
+from shared.publishers import FAST_FAILOVER_CONNECT, FAST_FAILOVER_RETRY, ChannelPublisher
 from shared.queues import declare_typed, queue_type
 
 DEFAULT_TIMEOUT = 5
@@ -93,20 +94,6 @@ def _producer_pool(amqp_uri, confirms, ssl, login_method, transport_options):
             login_method=login_method,
         )
     return producers[connection]
-
-
-# An RPC lives for seconds: a publish that meets a dead broker node moves on to
-# the next address of AMQP_URI at once. nameko's defaults wait 2 s, then 4 s,
-# before each retry and each new connection; every pooled connection still on
-# a killed cluster node paid that, and calls timed out for ~10 s after a node
-# died while the rest of the cluster was serving.
-FAST_FAILOVER_RETRY = {
-    "max_retries": 4,
-    "interval_start": 0,
-    "interval_step": 0.1,
-    "interval_max": 0.3,
-}
-FAST_FAILOVER_CONNECT = {**FAST_FAILOVER_RETRY, "max_retries": 3}
 
 
 class LeanPublisher(Publisher):
@@ -272,6 +259,16 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
             **options,
         )
+        # once the target has answered, requests go unconfirmed on one held channel
+        self.channel_publisher = ChannelPublisher(
+            config[AMQP_URI_CONFIG_KEY],
+            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+        )
+
+    def stop(self):
+        self.channel_publisher.close()
+        super().stop()
 
     def get_dependency(self, worker_ctx):
         return TimedServiceProxy(self, worker_ctx)
@@ -283,22 +280,38 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
         """
         correlation_id = str(uuid.uuid4())
         reply_event = self.rpc_reply_listener.get_reply_event(correlation_id)
+        routing_key = f"{self.target_service}.{method_name}"
+        headers = {
+            **self.get_message_headers(worker_ctx),
+            DEADLINE_HEADER: time.time() + self.timeout,
+        }
         try:
-            self.publisher.publish(
-                {"args": args, "kwargs": kwargs},
-                exchange=self.exchange,
-                routing_key=f"{self.target_service}.{method_name}",
+            if self.answered or not self.publisher.use_confirms:
+                content_type, content_encoding, body = kombu.serialization.dumps(
+                    {"args": args, "kwargs": kwargs}, self.publisher.serializer
+                )
+                self.channel_publisher.publish(
+                    body,
+                    exchange=self.exchange.name,
+                    routing_key=routing_key,
+                    content_type=content_type,
+                    content_encoding=content_encoding,
+                    reply_to=self.rpc_reply_listener.routing_key,
+                    correlation_id=correlation_id,
+                    headers=headers,
+                )
+            else:
                 # until the target has answered once, a confirmed mandatory
                 # publish is how nameko learns that it has no queue at all
-                use_confirms=not self.answered and self.publisher.use_confirms,
-                mandatory=True,
-                reply_to=self.rpc_reply_listener.routing_key,
-                correlation_id=correlation_id,
-                extra_headers={
-                    **self.get_message_headers(worker_ctx),
-                    DEADLINE_HEADER: time.time() + self.timeout,
-                },
-            )
+                self.publisher.publish(
+                    {"args": args, "kwargs": kwargs},
+                    exchange=self.exchange,
+                    routing_key=routing_key,
+                    mandatory=True,
+                    reply_to=self.rpc_reply_listener.routing_key,
+                    correlation_id=correlation_id,
+                    extra_headers=headers,
+                )
         except UndeliverableMessage:
             self.rpc_reply_listener.forget(correlation_id)
             raise UnknownService(self.target_service) from None
@@ -324,13 +337,15 @@ class RpcConsumer(_RpcConsumer):
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
         )
         self.reply_exchange = get_rpc_exchange(config)
-        self.reply_publisher = LeanPublisher(
+        self.reply_publisher = ChannelPublisher(
             config[AMQP_URI_CONFIG_KEY],
-            use_confirms=False,
-            delivery_mode=NON_PERSISTENT,
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
+
+    def stop(self):
+        super().stop()
+        self.reply_publisher.close()
 
     def handle_message(self, body, message):
         deadline = (message.headers or {}).get(DEADLINE_HEADER)
@@ -386,10 +401,9 @@ class RpcConsumer(_RpcConsumer):
         content_type, content_encoding, data = body
         self.reply_publisher.publish(
             data,
-            serializer=None,
             content_type=content_type,
             content_encoding=content_encoding,
-            exchange=self.reply_exchange,
+            exchange=self.reply_exchange.name,
             routing_key=reply_to,
             correlation_id=message.properties.get("correlation_id"),
         )
