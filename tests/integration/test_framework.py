@@ -6,6 +6,7 @@ Each would fail if nameko or kombu changed what the patch relies on.
 import pathlib
 import re
 import socket
+import time
 import uuid
 
 import pytest
@@ -114,6 +115,55 @@ def test_each_connection_gets_a_fresh_exclusive_reply_queue_and_routing_key(call
     assert first.name != second.name and listener.routing_key != first_key
     assert second.name == f"rpc.reply-caller-{listener.routing_key}"
     assert second.routing_key == listener.routing_key
+
+
+def test_replies_are_handled_in_the_consumer_loop_and_consumed_without_acks(
+    rabbit_config, rabbit_manager, container_factory
+):
+    """No greenthread and no ack per reply: a tenth of a millisecond per RPC."""
+    from nameko.rpc import rpc
+    from nameko.testing.services import entrypoint_hook
+
+    from shared.rpc import TimedRpcProxy
+
+    class Echo:
+        name = "echo"
+
+        @rpc
+        def echo(self, value):
+            return value
+
+    class Caller:
+        name = "caller"
+        echo = TimedRpcProxy("echo")
+
+        @rpc
+        def call(self, value):
+            return self.echo.echo(value)
+
+    container_factory(Echo, rabbit_config).start()
+    caller = container_factory(Caller, rabbit_config)
+    caller.start()
+    spawned = []
+    spawn = caller.spawn_managed_thread
+
+    def recording_spawn(fn, identifier=None):
+        spawned.append(str(identifier))
+        return spawn(fn, identifier=identifier)
+
+    caller.spawn_managed_thread = recording_spawn
+    with entrypoint_hook(caller, "call") as call:
+        assert [call(n) for n in range(3)] == [0, 1, 2]
+    assert not [name for name in spawned if "ReplyListener" in name]
+
+    reply_queue = f"rpc.reply-caller-{reply_listener_of(caller).routing_key}"
+    deadline = time.monotonic() + 15  # the management API's statistics lag a few seconds
+    while True:
+        queue = rabbit_manager.get_queue(rabbit_config["vhost"], reply_queue)
+        if queue.get("consumer_details") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [consumer["ack_required"] for consumer in queue["consumer_details"]] == [False]
 
 
 def test_the_upstream_code_each_reimplementation_follows_is_unchanged():
