@@ -118,6 +118,25 @@ class ChannelPublisher:
         if not self.channel.is_open:
             raise amqp.exceptions.RecoverableConnectionError("the broker closed the channel")
 
+    def renew_channel(self):
+        """Publish on a new channel from now on (the connection stays).
+
+        RabbitMQ 3.10 (``rabbit_fifo_client``): a channel whose first publish to
+        a quorum queue comes while the node of that queue's last recorded leader
+        is down (just after that node died, before a new leader is recorded)
+        has every later publish to that queue dropped, silently without
+        confirms, until that node is back. A channel reopened after a failover
+        often lands in that window. RPC calls this when a call gets no answer in
+        time: one timeout is then the cost, not the whole absence of the node.
+        """
+        with self.lock:
+            channel, self.channel = self.channel, None
+            if channel is not None:
+                try:
+                    channel.close()
+                except CONNECTION_ERRORS + (amqp.exceptions.AMQPError,):
+                    self._drop_channel()
+
     def _drop_channel(self):
         self.channel = None
         self.connection.collect()  # drop the broken connection without talking to it

@@ -201,6 +201,8 @@ class TimedServiceProxy:
                 return result
         except _Deadline:
             self._forget(reply)
+            # the request may have been dropped on its way (see ChannelPublisher.renew_channel)
+            self._provider.channel_publisher.renew_channel()
             raise DependencyTimeout(
                 f"the {self._service_name} service did not answer in time",
                 {"service": self._service_name, "timeout_seconds": timeout},
