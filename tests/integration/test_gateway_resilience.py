@@ -149,6 +149,36 @@ def test_a_call_that_gets_no_answer_fails_within_the_timeout_and_leaves_nothing_
     assert gateway._worker_threads == {}
 
 
+class OrdersHungOnTwo:
+    """An orders service that answers for order 1 and never in time for order 2."""
+
+    name = "orders"
+
+    @rpc
+    def get_order(self, order_id, user_id=None):
+        if order_id == 2:
+            eventlet.sleep(30)
+        return {"id": order_id, "user_id": 1}
+
+
+def test_a_call_without_an_answer_sends_the_next_requests_on_a_new_channel(
+    container_factory, config
+):
+    """RabbitMQ 3.10 may drop every publish of a channel to a quorum queue whose leader
+    moved (shared.publishers.ChannelPublisher.renew_channel): a timeout renews it."""
+    start(container_factory, StandInUsers, config)
+    start(container_factory, OrdersHungOnTwo, config)
+    gateway = start(container_factory, GatewayService, config)
+    proxy = next(e for e in gateway.extensions if getattr(e, "target_service", "") == "orders")
+    assert get(config, "/v1/orders/1", admin_token()).status_code == 200
+    get(config, "/v1/orders/1", admin_token())  # answered before: on the held channel
+    channel = proxy.channel_publisher.channel
+    assert channel is not None
+    assert_error(get(config, "/v1/orders/2", admin_token()), 504, "TIMEOUT")
+    assert get(config, "/v1/orders/1", admin_token()).status_code == 200
+    assert proxy.channel_publisher.channel is not channel
+
+
 class LateOrders:
     """An orders service (on the project's rpc entrypoint) that notes every call it runs."""
 

@@ -90,3 +90,13 @@ def test_a_channel_the_broker_closed_is_noticed_and_reopened(publisher, queue):
     time.sleep(READ_INCOMING_EVERY + 0.1)
     send(publisher, queue, 2)
     assert [json.loads(m.body)["n"] for m in queue.received(2)] == [1, 2]
+
+
+def test_a_renewed_channel_is_a_new_one_on_the_same_connection(publisher, queue):
+    send(publisher, queue, 1)
+    first, connection = publisher.channel, publisher.channel.connection
+    publisher.renew_channel()
+    send(publisher, queue, 2)
+    assert publisher.channel is not first and not first.is_open
+    assert publisher.channel.connection is connection
+    assert [json.loads(m.body)["n"] for m in queue.received(2)] == [1, 2]
