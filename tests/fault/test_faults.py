@@ -39,3 +39,22 @@ def test_a_killed_orders_service_and_a_broker_restart_lose_and_duplicate_nothing
     # the faults hit the private servers only: the machine's kept their connections
     assert machine.problems() == []
     print(f"machine's servers not watched (not reachable): {machine.unwatched or 'none'}")
+
+
+def test_a_killed_cluster_node_loses_nothing_and_orders_go_on_meanwhile(tmp_path):
+    """The short form of ``make fault``'s cluster run: three private RabbitMQ nodes with
+    quorum queues, two replicas of users and orders; kill -9 the node holding the
+    leader of orders' queue, boot it again. Orders must keep being acknowledged while
+    it is down (the harness counts that a broken promise otherwise)."""
+    with MachineServersWatch() as machine:
+        with FaultRun(tmp_path, clients=3, nodes=3, replicas=2) as run:
+            run.calm(3)
+            run.step(run.kill_queue_leader_node)
+            run.calm(3)
+            run.finish_load()
+            report = run.verify(consistency_timeout=30)
+    print(format_report(report))
+    assert report["problems"] == [], format_report(report)
+    (fault,) = report["node_faults"]
+    assert fault["orders_acknowledged_while_down"] > 0
+    assert machine.problems() == []
