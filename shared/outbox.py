@@ -250,7 +250,15 @@ class BatchPublisher:
         except BaseException:
             self.close()
             raise
-        return {tag - first for tag in self._nacked}
+        refused = {tag - first for tag in self._nacked}
+        if refused:
+            # A refusal may come from the channel itself: RabbitMQ 3.10 refuses every
+            # publish of a channel to a quorum queue whose first publish there came while
+            # the node of its last recorded leader was down, until that node is back
+            # (see shared.publishers.ChannelPublisher.renew_channel). The next batch
+            # starts on a new connection and channel.
+            self.close()
+        return refused
 
 
 def count_pending(session_factory, model):
