@@ -1,7 +1,10 @@
 """Compose, the Kubernetes base and Prometheus' scrape config hold every listed service.
 
 Each service of shared.services with its config and port: adding a service there
-and forgetting one of these files fails."""
+and forgetting one of these files fails. So do the cluster override and the
+example secrets. The broker permission table, the migration step and the broker
+setup step are held to the list in test_broker_permission_table.py, test_k8s.py
+and test_compose_file.py."""
 
 import os
 
@@ -9,7 +12,7 @@ import pytest
 import yaml
 
 from shared.services import SERVICES
-from tests.deploy.conftest import ROOT, path
+from tests.deploy.conftest import ROOT, path, read_env_file
 
 K8S = os.path.join(ROOT, "deploy", "k8s")
 
@@ -73,3 +76,27 @@ def test_nothing_else_is_deployed_as_a_service_of_ours():
         if isinstance(spec.get("command"), list) and "run" in spec["command"]
     }
     assert ours == {s.name for s in SERVICES}
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_the_cluster_override_gives_every_service_all_nodes_and_quorum_queues(service):
+    overrides = load("docker-compose.cluster.yml")["services"]
+    environment = overrides[service.name]["environment"]
+    assert environment["QUEUE_TYPE"] == "quorum"
+    assert environment["AMQP_URI"].count(";") == 2, "a failover list of the three nodes"
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_the_example_env_holds_every_services_passwords(service):
+    example = read_env_file(path(".env.example"))
+    assert f"{service.name.upper()}_RABBITMQ_PASSWORD" in example
+    if service.has_database:
+        assert f"{service.name.upper()}_DB_PASSWORD" in example
+
+
+def test_the_compose_tier_makes_a_secret_for_every_one_the_example_lists():
+    from tests.compose.stack import SECRETS
+
+    example = read_env_file(path(".env.example"))
+    needed = set(example) - {"RABBITMQ_ADMIN_USER", "RABBITMQ_ERLANG_COOKIE"}
+    assert needed == set(SECRETS)
