@@ -109,6 +109,45 @@ def test_every_service_with_a_database_gets_it_made_and_migrated():
     assert made == {f"{name.upper()}_DB_PASSWORD" for name in DATABASE_SERVICES}
 
 
+def fake_psql(tmp_path):
+    """A ``psql`` on PATH that writes its -v settings, one call a line, and does nothing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "psql"
+    script.write_text(
+        '#!/bin/sh\nexec >> "$PSQL_CALLS"\n'
+        'while [ $# -gt 0 ]; do [ "$1" = -v ] && printf "%s " "$2"; shift; done\necho\n'
+    )
+    script.chmod(0o755)
+    return bin_dir
+
+
+def test_the_postgres_init_script_makes_a_database_for_each_password_compose_passes(tmp_path):
+    """No list of services in the script: each NAME_DB_PASSWORD is a database and a role."""
+    postgres = compose_environment(load_compose()["services"]["postgres"])
+    calls = tmp_path / "calls"
+    env = {
+        "PATH": f"{fake_psql(tmp_path)}:{os.environ['PATH']}",
+        "PSQL_CALLS": str(calls),
+        **postgres,
+    }
+    result = run(["bash", path("deploy", "postgres", "init-databases.sh")], env=env)
+    assert result.returncode == 0, result.stderr
+    made = sorted(
+        line.split("name=")[1].split()[0]
+        for line in calls.read_text().splitlines()
+        if "password=" in line
+    )
+    assert made == sorted(DATABASE_SERVICES)
+
+
+def test_the_postgres_init_script_refuses_to_make_nothing(tmp_path):
+    env = {"PATH": f"{fake_psql(tmp_path)}:{os.environ['PATH']}", "POSTGRES_USER": "postgres"}
+    result = run(["bash", path("deploy", "postgres", "init-databases.sh")], env=env)
+    assert result.returncode == 1
+    assert "NAME_DB_PASSWORD" in result.stderr
+
+
 def published(service):
     """(host address, host port, container port) of each published port."""
     found = []
