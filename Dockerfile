@@ -1,4 +1,4 @@
-# One image for users, orders and gateway: the command picks the service, e.g.
+# One image for every service of shared/services.py: the command picks it, e.g.
 #   python -m shared.cli run --config config/orders.yaml orders.service   (nameko run, quiet)
 #   python -m scripts.wait_and_migrate config/users.yaml config/orders.yaml
 # Configuration comes from environment variables only (see deploy/README.md).
@@ -20,10 +20,10 @@ RUN pip install -c constraints.txt setuptools==80.8.0 wheel==0.48.0
 COPY setup.cfg pyproject.toml README.md ./
 RUN pip install --no-build-isolation -c constraints.txt . \
  && pip uninstall -y nameko-shop
-COPY shared ./shared
-COPY users ./users
-COPY orders ./orders
-COPY gateway ./gateway
+# The project as .dockerignore leaves it (no tests, bench, docs, deployment files,
+# virtualenv or local databases): shared/ and every service's folder, which
+# setup.cfg's `packages = find:` installs without naming them.
+COPY . ./
 # ... and no installer in what the runtime stage copies: pip and wheel leave
 # the virtualenv; setuptools stays (`nameko` imports its pkg_resources).
 RUN pip install --no-build-isolation --no-deps -c constraints.txt . \
@@ -60,7 +60,9 @@ COPY scripts/__init__.py scripts/run.py scripts/wait_and_migrate.py scripts/brok
 COPY rabbitmq/definitions.json ./rabbitmq/
 # numeric, so Kubernetes can check runAsNonRoot without reading /etc/passwd
 USER 10001:10001
-EXPOSE 8000 8001 8002
+# the default command's port (the gateway's API); every other service listens on
+# the port of its WEB_SERVER_ADDRESS, which compose and Kubernetes declare
+EXPOSE 8000
 # Liveness of whichever service runs: its /health on the port of WEB_SERVER_ADDRESS.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('WEB_SERVER_ADDRESS', '0.0.0.0:8000').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2)"]

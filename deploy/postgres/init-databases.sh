@@ -3,9 +3,21 @@
 # /docker-entrypoint-initdb.d/ on an empty data directory only): one role and one
 # database per service. Each role owns its database alone and may not connect to
 # the others', so no service can read another's tables.
-# SERVICE_DATABASES names them (default "users orders"); each NAME's password
-# comes from the environment as NAME_DB_PASSWORD (USERS_DB_PASSWORD, ...).
+# Each NAME's password comes from the environment as NAME_DB_PASSWORD
+# (USERS_DB_PASSWORD, ...). SERVICE_DATABASES names them; by default, every NAME
+# with a NAME_DB_PASSWORD, that is each service's that docker-compose.yml passes
+# (so a new service's database needs no line here).
 set -euo pipefail
+
+passwords_given() {  # the NAMEs of the NAME_DB_PASSWORD variables, lower case
+  local variable
+  for variable in $(compgen -e); do
+    if [[ $variable == ?*_DB_PASSWORD ]]; then
+      variable=${variable%_DB_PASSWORD}
+      echo "${variable,,}"
+    fi
+  done
+}
 
 create_service_database() {  # create_service_database NAME
   local name=$1
@@ -30,6 +42,11 @@ ALTER SCHEMA public OWNER TO :"name";
 SQL
 }
 
-for name in ${SERVICE_DATABASES:-users orders}; do
+databases=${SERVICE_DATABASES:-$(passwords_given)}
+if [ -z "${databases//[[:space:]]/}" ]; then
+  echo "init-databases: no database to make; set NAME_DB_PASSWORD for each service" >&2
+  exit 1
+fi
+for name in $databases; do
   create_service_database "$name"
 done

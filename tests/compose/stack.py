@@ -26,9 +26,11 @@ import tempfile
 import time
 import uuid
 
+from shared.services import names
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-APP_SERVICES = ("users", "orders", "gateway")
+APP_SERVICES = tuple(names())  # shared/services.py: the one list
 ONE_SHOT_SERVICES = ("broker-setup", "migrate")
 LONG_RUNNING_SERVICES = ("rabbitmq", "postgres", *APP_SERVICES, "prometheus")
 BASE_IMAGES = (
@@ -37,14 +39,12 @@ BASE_IMAGES = (
     "postgres:15-bookworm",
     "prom/prometheus:v2.54.1",
 )
+# every service's broker password, and its database's if it owns one
 SECRETS = (
     "RABBITMQ_ADMIN_PASSWORD",
-    "USERS_RABBITMQ_PASSWORD",
-    "ORDERS_RABBITMQ_PASSWORD",
-    "GATEWAY_RABBITMQ_PASSWORD",
+    *(f"{name.upper()}_RABBITMQ_PASSWORD" for name in APP_SERVICES),
     "POSTGRES_PASSWORD",
-    "USERS_DB_PASSWORD",
-    "ORDERS_DB_PASSWORD",
+    *(f"{name.upper()}_DB_PASSWORD" for name in names(with_database=True)),
     "JWT_SECRET",
     "GRAFANA_ADMIN_PASSWORD",
 )

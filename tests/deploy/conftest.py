@@ -14,9 +14,27 @@ import sys
 import pytest
 import yaml
 
+from shared.services import names
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S_DIR = os.path.join(ROOT, "deploy", "k8s")
 INSTALL_HINT = "install it with: bash scripts/install-deploy-tools.sh"
+# the services, from their one list (shared/services.py): no check here names them
+APP_SERVICES = tuple(names())
+DATABASE_SERVICES = tuple(names(with_database=True))  # each owns a database
+
+
+def queue_consumers():
+    """The services with durable queues of their own: they answer RPC or handle
+    events as a pool (a BROADCAST handler's queue goes with its process)."""
+    from scripts.broker_setup import SERVICES as TABLE
+
+    return tuple(
+        name
+        for name in APP_SERVICES
+        if name in TABLE
+        and (TABLE[name].answers_rpc or any(not s.broadcast for s in TABLE[name].subscribes))
+    )
 
 
 def path(*parts):

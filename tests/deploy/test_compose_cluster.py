@@ -15,11 +15,17 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.deploy.conftest import compose_command, path, read_env_file, run
+from tests.deploy.conftest import (
+    APP_SERVICES,
+    compose_command,
+    path,
+    queue_consumers,
+    read_env_file,
+    run,
+)
 
 NODES = ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
-APP_SERVICES = ("users", "orders", "gateway")
-QUEUE_CONSUMERS = ("users", "orders")  # the services with durable queues of their own
+QUEUE_CONSUMERS = queue_consumers()  # the services with durable queues of their own
 FILES = ("-f", path("docker-compose.yml"), "-f", path("docker-compose.cluster.yml"))
 
 
@@ -157,7 +163,7 @@ def test_each_service_fails_over_across_all_three_nodes_as_its_own_user(merged):
         if name != "migrate":
             first_nodes.add(hosts[0])
     # each service starts at another node: connections and queue leaders spread
-    assert len(first_nodes) == 3
+    assert len(first_nodes) == min(len(NODES), len(APP_SERVICES))
 
 
 def test_the_services_declare_quorum_queues(merged):

@@ -6,7 +6,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from shared.services import SERVICES
 from tests.deploy.conftest import (
+    APP_SERVICES,
+    DATABASE_SERVICES,
     compose_command,
     compose_environment,
     load_compose,
@@ -15,7 +18,6 @@ from tests.deploy.conftest import (
     run,
 )
 
-APP_SERVICES = ("users", "orders", "gateway")
 ONE_SHOT = ("broker-setup", "migrate")
 EVERY_INTERFACE = "*"  # a port published without a host address
 
@@ -51,7 +53,7 @@ def test_services_wait_for_healthy_dependencies_and_finished_one_shot_steps():
                 "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
             )
             assert rule == {"condition": expected}, (name, dependency, rule)
-    for name in ("users", "orders"):
+    for name in DATABASE_SERVICES:
         assert "migrate" in services[name]["depends_on"], name
     # no service logs in to the broker before its broker user exists
     for name in (*APP_SERVICES, "migrate"):
@@ -77,13 +79,73 @@ def test_app_services_share_one_image_and_the_command_picks_the_service():
 
 def test_app_services_are_configured_for_production_by_environment_only():
     services = load_compose()["services"]
-    ports = {"gateway": "8000", "users": "8001", "orders": "8002"}
+    ports = {service.name: service.port for service in SERVICES}
     for name in APP_SERVICES:
         env = compose_environment(services[name])
         assert env["ENVIRONMENT"] == "production" and env["LOG_FORMAT"] == "json", name
         assert env["WEB_SERVER_ADDRESS"] == f"0.0.0.0:{ports[name]}", name
         assert "volumes" not in services[name], f"{name} must not need files from the host"
     assert len(compose_environment(services["gateway"])["JWT_SECRET"].encode()) >= 32
+
+
+def test_every_service_with_a_database_gets_it_made_and_migrated():
+    services = load_compose()["services"]
+    migrate = services["migrate"]
+    configs = [part for part in migrate["command"] if part.startswith("config/")]
+    assert configs == [f"config/{name}.yaml" for name in DATABASE_SERVICES]
+    example = read_env_file(path(".env.example"))
+    postgres = compose_environment(services["postgres"])
+    for name in DATABASE_SERVICES:
+        uri = urlsplit(compose_environment(migrate)[f"{name.upper()}_DB_URI"])
+        assert uri.username == name and uri.path == f"/{name}", uri
+        assert uri.password == example[f"{name.upper()}_DB_PASSWORD"], name
+        # the init script makes a role and a database for each *_DB_PASSWORD it is given
+        assert postgres[f"{name.upper()}_DB_PASSWORD"] == uri.password, name
+        assert (
+            compose_environment(services[name])[f"{name.upper()}_DB_URI"]
+            == (compose_environment(migrate)[f"{name.upper()}_DB_URI"])
+        ), name
+    made = {key for key in postgres if key.endswith("_DB_PASSWORD")}
+    assert made == {f"{name.upper()}_DB_PASSWORD" for name in DATABASE_SERVICES}
+
+
+def fake_psql(tmp_path):
+    """A ``psql`` on PATH that writes its -v settings, one call a line, and does nothing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "psql"
+    script.write_text(
+        '#!/bin/sh\nexec >> "$PSQL_CALLS"\n'
+        'while [ $# -gt 0 ]; do [ "$1" = -v ] && printf "%s " "$2"; shift; done\necho\n'
+    )
+    script.chmod(0o755)
+    return bin_dir
+
+
+def test_the_postgres_init_script_makes_a_database_for_each_password_compose_passes(tmp_path):
+    """No list of services in the script: each NAME_DB_PASSWORD is a database and a role."""
+    postgres = compose_environment(load_compose()["services"]["postgres"])
+    calls = tmp_path / "calls"
+    env = {
+        "PATH": f"{fake_psql(tmp_path)}:{os.environ['PATH']}",
+        "PSQL_CALLS": str(calls),
+        **postgres,
+    }
+    result = run(["bash", path("deploy", "postgres", "init-databases.sh")], env=env)
+    assert result.returncode == 0, result.stderr
+    made = sorted(
+        line.split("name=")[1].split()[0]
+        for line in calls.read_text().splitlines()
+        if "password=" in line
+    )
+    assert made == sorted(DATABASE_SERVICES)
+
+
+def test_the_postgres_init_script_refuses_to_make_nothing(tmp_path):
+    env = {"PATH": f"{fake_psql(tmp_path)}:{os.environ['PATH']}", "POSTGRES_USER": "postgres"}
+    result = run(["bash", path("deploy", "postgres", "init-databases.sh")], env=env)
+    assert result.returncode == 1
+    assert "NAME_DB_PASSWORD" in result.stderr
 
 
 def published(service):
@@ -105,7 +167,8 @@ def test_only_the_gateway_api_is_published_on_every_interface():
         assert {address for address, _, _ in published(services[name])} == {"127.0.0.1"}, name
     # the broker (AMQP, management), the database and the services' own ports
     # (metrics) stay inside the compose network
-    for name in ("rabbitmq", "postgres", "users", "orders", *ONE_SHOT):
+    internal = [name for name in APP_SERVICES if name != "gateway"]
+    for name in ("rabbitmq", "postgres", *internal, *ONE_SHOT):
         assert published(services[name]) == [], name
 
 
@@ -121,6 +184,9 @@ def test_each_service_connects_to_the_broker_as_its_own_user():
         # broker-setup creates exactly that user with exactly that password
         assert setup[f"{name.upper()}_AMQP_URI"] == uri, name
     broker = compose_environment(services["rabbitmq"])
+    assert {key for key in setup if key.endswith("_AMQP_URI")} == {
+        f"{name.upper()}_AMQP_URI" for name in APP_SERVICES
+    }
     assert broker["RABBITMQ_DEFAULT_PASS"] == setup["RABBITMQ_ADMIN_PASSWORD"]
     assert broker["RABBITMQ_DEFAULT_USER"] == setup["RABBITMQ_ADMIN_USER"]
 

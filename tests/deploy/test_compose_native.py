@@ -22,12 +22,19 @@ from nameko.testing.utils import find_free_port
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_URL
-from tests.deploy.conftest import ROOT, compose_environment, load_compose, path, run
+from tests.deploy.conftest import (
+    APP_SERVICES,
+    DATABASE_SERVICES,
+    ROOT,
+    compose_environment,
+    load_compose,
+    path,
+    run,
+)
 
 pytestmark = pytest.mark.integration
 
 BIN = os.path.dirname(sys.executable)
-APP_SERVICES = ("users", "orders", "gateway")
 HEALTHY_WITHIN = 60
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 
@@ -47,7 +54,7 @@ def databases():
     """Throwaway databases and roles made by the compose init script; dropped after."""
     admin = make_url(POSTGRES_URL)
     suffix = uuid.uuid4().hex[:8]
-    names = {service: f"{service}_{suffix}" for service in ("users", "orders")}
+    names = {service: f"{service}_{suffix}" for service in DATABASE_SERVICES}
     compose = load_compose()["services"]
     passwords = {
         service: compose_environment(compose["postgres"])[f"{service.upper()}_DB_PASSWORD"]
@@ -139,7 +146,8 @@ def test_compose_services_migrate_start_and_become_healthy(rabbit_config, databa
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "users: database at" in result.stdout and "orders: database at" in result.stdout
+    for name in DATABASE_SERVICES:
+        assert f"{name}: database at" in result.stdout, result.stdout
 
     processes = {}
     try:
@@ -161,9 +169,9 @@ def test_compose_services_migrate_start_and_become_healthy(rabbit_config, databa
             except AssertionError:
                 processes[name][1].flush()
                 raise AssertionError((tmp_path / f"{name}.log").read_text()[-3000:]) from None
-        # readiness too: users and orders reach their databases as their own roles
+        # readiness too: each service with a database reaches it as its own role
         for name in names:
-            if name != "gateway":
+            if name in DATABASE_SERVICES:
                 port = ports[compose_port(compose[name])]
                 response = requests.get(f"http://127.0.0.1:{port}/ready", timeout=5)
                 assert response.status_code == 200, (name, response.text)

@@ -7,6 +7,8 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import (
+    APP_SERVICES,
+    DATABASE_SERVICES,
     K8S_DIR,
     compose_environment,
     load_compose,
@@ -16,7 +18,6 @@ from tests.deploy.conftest import (
     tool,
 )
 
-APP_SERVICES = ("users", "orders", "gateway")
 SECRETS_EXAMPLE = path("deploy", "examples", "secrets.example.yaml")
 
 
@@ -116,6 +117,16 @@ def test_deployments_run_what_compose_runs_with_the_same_settings():
         assert container["command"] == compose[name]["command"], name
 
 
+def test_the_migrate_job_migrates_every_service_that_owns_a_database():
+    (container,) = by_name("Job")["migrate"]["spec"]["template"]["spec"]["containers"]
+    configs = [part for part in container["command"] if part.startswith("config/")]
+    assert configs == [f"config/{name}.yaml" for name in DATABASE_SERVICES]
+    for name in DATABASE_SERVICES:
+        key = f"{name.upper()}_DB_URI"
+        assert secret_keys(container).get(key) == key, f"the migrate Job lacks {key}"
+        assert key in example_secrets()["shop-secrets"], f"the example Secret lacks {key}"
+
+
 def test_the_base_ships_no_secret_and_the_example_is_outside_it():
     assert objects("Secret") == []
     for docs in load_manifests().values():
@@ -156,9 +167,10 @@ def test_each_service_connects_to_the_broker_as_its_own_user():
     # the broker-setup Job gets every service's URI and the administrator, nobody else does
     (setup,) = by_name("Job")["broker-setup"]["spec"]["template"]["spec"]["containers"]
     keys = secret_keys(setup)
-    assert {keys[f"{name.upper()}_AMQP_URI"] for name in APP_SERVICES} == {
-        f"{name.upper()}_AMQP_URI" for name in APP_SERVICES
-    }
+    for name in APP_SERVICES:
+        key = f"{name.upper()}_AMQP_URI"
+        assert keys.get(key) == key, f"the broker-setup Job lacks {key}"
+        assert key in example_secrets()["shop-secrets"], f"the example Secret lacks {key}"
     assert "RABBITMQ_ADMIN_PASSWORD" in keys and "AMQP_URI" not in keys
     for owner, spec in pod_specs():
         if owner != "broker-setup":

@@ -11,7 +11,7 @@ pods, or a drain either waits forever or takes the service away."""
 
 import re
 
-from tests.deploy.conftest import load_compose
+from tests.deploy.conftest import APP_SERVICES, load_compose, queue_consumers
 from tests.deploy.test_k8s import by_name, objects
 
 # seconds between the process's own deadline and the kubelet's SIGKILL
@@ -81,7 +81,7 @@ def test_the_gateway_pauses_before_sigterm_so_routing_stops_first():
 
 def test_queue_consumers_need_no_pause_and_keep_a_short_grace_period():
     deployments = by_name("Deployment")
-    for name in ("users", "orders"):
+    for name in queue_consumers():
         spec = pod_spec(deployments[name])
         (container,) = spec["containers"]
         assert prestop_seconds(container) == 0, name
@@ -123,7 +123,7 @@ def test_compose_gives_each_process_more_than_its_stop_timeout():
         return int(match.group(1))
 
     services = load_compose()["services"]
-    for name in ("users", "orders", "gateway"):
+    for name in APP_SERVICES:
         environment = services[name].get("environment", {})
         timeout = float(environment.get("STOP_TIMEOUT_SECONDS", 8))
         assert seconds(services[name]["stop_grace_period"]) >= timeout + MARGIN, name

@@ -10,7 +10,7 @@ import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
 from shared.events import retries_exchange_name
-from tests.deploy.conftest import load_compose, path
+from tests.deploy.conftest import APP_SERVICES, load_compose, path
 from tests.integration.broker_accounts import BrokerAccounts
 
 # queue name (as nameko and shared/events.py name them) -> (who declares it, its policy)
@@ -41,7 +41,7 @@ def test_the_definitions_hold_no_user_no_password_and_no_permission():
 
 def test_compose_connects_to_the_vhost_the_definitions_create():
     (vhost,) = [item["name"] for item in load_definitions()["vhosts"]]
-    for name in ("users", "orders", "gateway"):
+    for name in APP_SERVICES:
         uri = urlsplit(load_compose()["services"][name]["environment"]["AMQP_URI"])
         assert uri.path.lstrip("/") == vhost, name
 
