@@ -18,6 +18,7 @@ import logging
 import time
 
 import amqp
+import eventlet
 from eventlet.semaphore import Semaphore
 from kombu import Connection
 
@@ -44,6 +45,7 @@ TRANSIENT = 1  # AMQP delivery mode: kept in memory only
 # every publish, which was a tenth of a millisecond per RPC; a closed channel
 # is noticed within this long instead, and a dead socket at once (the write fails).
 READ_INCOMING_EVERY = 0.25
+CLOSE_TIMEOUT = 1.0  # seconds to wait for the broker's close-ok of a renewed channel
 
 
 class ChannelPublisher:
@@ -131,11 +133,19 @@ class ChannelPublisher:
         """
         with self.lock:
             channel, self.channel = self.channel, None
-            if channel is not None:
+            if channel is None:
+                return
+            closed = False
+            # a broker that does not answer (a partition) must not hold the lock:
+            # then the whole connection goes, and the next publish makes a new one
+            with eventlet.Timeout(CLOSE_TIMEOUT, False):
                 try:
                     channel.close()
+                    closed = True
                 except CONNECTION_ERRORS + (amqp.exceptions.AMQPError,):
-                    self._drop_channel()
+                    pass
+            if not closed:
+                self._drop_channel()
 
     def _drop_channel(self):
         self.channel = None

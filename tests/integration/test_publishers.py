@@ -100,3 +100,11 @@ def test_a_renewed_channel_is_a_new_one_on_the_same_connection(publisher, queue)
     assert publisher.channel is not first and not first.is_open
     assert publisher.channel.connection is connection
     assert [json.loads(m.body)["n"] for m in queue.received(2)] == [1, 2]
+
+
+def test_renewing_a_channel_whose_connection_is_gone_reconnects(publisher, queue):
+    send(publisher, queue, 1)
+    publisher.channel.connection.sock.shutdown(socket.SHUT_RDWR)
+    publisher.renew_channel()  # the close cannot be sent: the connection is dropped instead
+    send(publisher, queue, 2)
+    assert [json.loads(m.body)["n"] for m in queue.received(2)] == [1, 2]
