@@ -33,9 +33,10 @@ from orders.models import OutboxEvent as OrdersOutbox
 from shared.db import engine_for
 from shared.outbox import OutboxWriter, count_pending, purge_sent, relay_pending
 from shared.pagination import encode_cursor
+from shared.settings import ServiceSettings
 from users import logic as users_logic
 
-RETENTION = timedelta(hours=168)  # the outbox default (OUTBOX_RETENTION_HOURS)
+RETENTION = timedelta(hours=ServiceSettings.outbox_retention_hours)  # the setting's default
 EXPLAINED = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
 
 

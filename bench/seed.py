@@ -38,7 +38,7 @@ from sqlalchemy import text
 
 from orders.schemas import CURRENCY
 from shared.db import engine_for
-from shared.passwords import OWASP_MEMORY_KIB, OWASP_TIME_COST
+from shared.settings import PasswordHashSettings
 
 USERS = 100_000
 ORDERS = 1_000_000
@@ -164,7 +164,10 @@ TABLES = {
 def password_hash(password=PASSWORD):
     """What the users service would store for ``password`` (its own Argon2id parameters)."""
     hasher = PasswordHasher(
-        time_cost=OWASP_TIME_COST, memory_cost=OWASP_MEMORY_KIB, parallelism=1, type=Type.ID
+        time_cost=PasswordHashSettings.password_hash_time_cost,
+        memory_cost=PasswordHashSettings.password_hash_memory_kib,
+        parallelism=1,
+        type=Type.ID,
     )
     return hasher.hash(password)
 

@@ -5,7 +5,6 @@ to every worker; the logic they wrap lives in :mod:`gateway.auth` and
 :mod:`shared.tokens`.
 """
 
-import logging
 import time
 import uuid
 from datetime import timedelta
@@ -15,12 +14,10 @@ from nameko.extensions import DependencyProvider
 
 from gateway.auth import RevokedTokens
 from gateway.http import client_address
-from gateway.settings import jwt_secret, trusted_proxies
+from gateway.settings import jwt_secret
 from shared import tokens
-from shared.config import ConfigError
 from shared.framework import PerConnectionQueue, QueueConsumer, with_name
-
-log = logging.getLogger(__name__)
+from shared.settings import settings_of
 
 
 class TokenPair:
@@ -42,14 +39,10 @@ class Tokens(DependencyProvider):
     """Signs and checks the gateway's JWTs with the configured secret."""
 
     def setup(self):
-        config = self.container.config
-        try:
-            self.secret = jwt_secret(config)
-        except ConfigError as error:
-            log.critical("%s", error)
-            raise SystemExit(1) from None  # the message is logged: one line, JSON if asked
-        self.access_lifetime = timedelta(minutes=int(config.get("ACCESS_TOKEN_MINUTES", 15)))
-        self.refresh_lifetime = timedelta(days=int(config.get("REFRESH_TOKEN_DAYS", 7)))
+        settings = settings_of(self.container)
+        self.secret = jwt_secret(settings)
+        self.access_lifetime = timedelta(minutes=settings.access_token_minutes)
+        self.refresh_lifetime = timedelta(days=settings.refresh_token_days)
         # access tokens already verified, by their exact text: a client sends the
         # same token for 15 minutes, so the HMAC and claim checks run once per token
         self._verified_access = {}
@@ -115,7 +108,7 @@ class Revocations(DependencyProvider):
     """One :class:`RevokedTokens` per container, as long-lived as the access tokens."""
 
     def setup(self):
-        minutes = int(self.container.config.get("ACCESS_TOKEN_MINUTES", 15))
+        minutes = settings_of(self.container).access_token_minutes
         self.revoked = RevokedTokens(ttl_seconds=minutes * 60)
 
     def get_dependency(self, worker_ctx):
@@ -127,7 +120,7 @@ class ClientAddresses(DependencyProvider):
     peer is one of ``TRUSTED_PROXIES`` (see :func:`gateway.http.client_address`)."""
 
     def setup(self):
-        self.trusted = trusted_proxies(self.container.config)
+        self.trusted = settings_of(self.container).trusted_proxies
 
     def get_dependency(self, worker_ctx):
         return self

@@ -28,11 +28,13 @@ from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
 from gateway.errors import EXPECTED, BadRequest, describe, error_body
+from gateway.settings import GatewaySettings
 from shared.exceptions import InvalidInput, Unavailable
 from shared.framework import is_accepting, stop_accepting
 from shared.logs import REQUEST_ID_KEY
 from shared.rpc import SignatureReadOnce
 from shared.schemas import ID_MAX, UNSTORABLE, UNSTORABLE_MESSAGE, load
+from shared.settings import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_ENVIRON = "gateway.request_id"
 # a client's id is echoed into headers and logs: accept only a short, plain token
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-DEFAULT_MAX_BODY_BYTES = 65536
+DEFAULT_MAX_BODY_BYTES = GatewaySettings.max_body_bytes
 UNMATCHED = "<unmatched>"
 # what an id in a path may be: what the Integer id columns hold (shared.schemas.ID_MAX)
 MIN_ID, MAX_ID = 1, ID_MAX
@@ -309,9 +311,7 @@ class Route(SignatureReadOnce, HttpRequestHandler):
 
     def setup(self):
         super().setup()
-        self.max_body_bytes = int(
-            self.container.config.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
-        )
+        self.max_body_bytes = settings_of(self.container).max_body_bytes
 
     def handle_request(self, request):
         request.shallow = False

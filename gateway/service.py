@@ -33,7 +33,7 @@ from gateway.schemas import (
     TokenPairSchema,
     UserPageSchema,
 )
-from gateway.settings import check_gateway
+from gateway.settings import GatewaySettings
 from orders.schemas import (
     IdempotencyKeySchema,
     OrderCreateSchema,
@@ -41,7 +41,6 @@ from orders.schemas import (
     OrderSchema,
     StatusChangeSchema,
 )
-from shared.config import ConfigCheck
 from shared.exceptions import (
     AuthenticationFailed,
     Forbidden,
@@ -54,6 +53,7 @@ from shared.logs import LoggingContext
 from shared.metrics import Metrics
 from shared.rpc import TimedRpcProxy
 from shared.schemas import PageQuerySchema, instance_of
+from shared.settings import SettingsProvider
 from users.schemas import CredentialsSchema, UserCreateSchema, UserSchema, UserUpdateSchema
 
 # ids out of the database's range are 404 (see gateway.http.Route)
@@ -65,7 +65,7 @@ READY_TIMEOUT = 1.0
 class GatewayService:
     name = "gateway"
 
-    config = ConfigCheck(check_gateway)
+    settings = SettingsProvider(GatewaySettings)
     log_context = LoggingContext()
     heap = FrozenStartupHeap()
     metrics = Metrics()

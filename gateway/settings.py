@@ -1,9 +1,9 @@
-"""The gateway's config: checked at start-up, and the JWT secret resolved.
+"""The gateway's settings, and the rules its JWT secret must meet.
 
 Outside development (``ENVIRONMENT`` other than ``development``) a missing,
 short, low-entropy or example ``JWT_SECRET`` refuses to start. In development,
-with no secret set, one is generated once and kept in ``JWT_SECRET_FILE``
-(default ``var/jwt_secret``), so local tokens survive a restart; a warning says so.
+with no secret set, one is generated once and kept in ``JWT_SECRET_FILE``, so
+local tokens survive a restart; a warning says so.
 """
 
 import ipaddress
@@ -13,22 +13,18 @@ import os
 import secrets
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 
-from shared.config import ConfigError, check_positive_ints
+from shared.settings import ConfigError, Invalid, Settings, positive_whole, setting, text
 from shared.tokens import MIN_SECRET_BYTES, secret_problem
 
 log = logging.getLogger(__name__)
 
 DEVELOPMENT = "development"
-DEFAULT_SECRET_FILE = "var/jwt_secret"  # noqa: S105 (a path, not a secret)
 HOW_TO_SET = (
     f"set JWT_SECRET to a random string of at least {MIN_SECRET_BYTES} bytes, e.g. the output of "
     "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
 )
-
-
-def environment(config):
-    return str(config.get("ENVIRONMENT") or DEVELOPMENT)
 
 
 # Values that stand for a secret in this repository's examples and docs: whoever
@@ -72,55 +68,102 @@ def _mostly_runs(secret):
     return sum(step <= 1 for step in steps) > len(steps) / 2
 
 
-def check_gateway(config, service_name):
-    """Problems with the gateway's own keys (for :class:`shared.config.ConfigCheck`)."""
-    problems = check_positive_ints(
-        config, "ACCESS_TOKEN_MINUTES", "REFRESH_TOKEN_DAYS", "MAX_BODY_BYTES"
-    )
-    problems += trusted_proxies_problems(config)
-    secret = config.get("JWT_SECRET")
+def jwt_secret_problem(secret, environment):
+    """What is wrong with ``secret`` in ``environment``, as a sentence, or ``None``."""
     problem = secret_problem(secret)
-    in_development = environment(config) == DEVELOPMENT
+    in_development = environment == DEVELOPMENT
     if problem is None and not in_development:
         problem = weak_secret_problem(secret)
     if problem and (secret or not in_development):
-        where = "" if in_development else f" (ENVIRONMENT is {environment(config)!r})"
-        problems.append(f"JWT_SECRET {problem}{where}: {HOW_TO_SET}")
-    return problems
+        where = "" if in_development else f" (ENVIRONMENT is {environment!r})"
+        return f"JWT_SECRET {problem}{where}: {HOW_TO_SET}"
+    return None
 
 
-def trusted_proxies(config):
-    """``TRUSTED_PROXIES`` (comma-separated addresses or networks) as networks."""
-    raw = config.get("TRUSTED_PROXIES") or ""
-    if isinstance(raw, list | tuple):
-        raw = ",".join(str(part) for part in raw)
-    return tuple(
-        ipaddress.ip_network(part.strip(), strict=False)
-        for part in str(raw).split(",")
-        if part.strip()
+def networks(value):
+    """``TRUSTED_PROXIES`` (comma-separated addresses or networks, or a list) as networks."""
+    raw = ",".join(str(part) for part in value) if isinstance(value, list | tuple) else str(value)
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError as error:
+        raise Invalid(f"is not a comma-separated list of addresses or networks ({error})") from None
+
+
+def unchecked(value):
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewaySettings(Settings):
+    """What the gateway reads: the shared settings, tokens, body size, proxies."""
+
+    environment: str = setting(
+        "ENVIRONMENT",
+        DEVELOPMENT,
+        blank_is_default=True,
+        parse=text,
+        doc="anything else (compose and Kubernetes say `production`) requires a strong "
+        "`JWT_SECRET`",
+    )
+    jwt_secret: str | None = setting(
+        "JWT_SECRET",
+        None,
+        blank_is_default=True,
+        parse=unchecked,  # checked against ENVIRONMENT: see problems()
+        secret=True,
+        doc=f"HS256 key, {MIN_SECRET_BYTES} random bytes or more; outside development a short, "
+        "low-entropy or example value refuses to start; unset in development: one is "
+        "generated into `JWT_SECRET_FILE`",
+    )
+    jwt_secret_file: str = setting(
+        "JWT_SECRET_FILE",
+        "var/jwt_secret",
+        blank_is_default=True,
+        parse=text,
+        doc="development only: where the generated secret is kept",
+    )
+    access_token_minutes: int = setting(
+        "ACCESS_TOKEN_MINUTES", 15, parse=positive_whole, doc="access token lifetime"
+    )
+    refresh_token_days: int = setting(
+        "REFRESH_TOKEN_DAYS", 7, parse=positive_whole, doc="refresh token lifetime"
+    )
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES", 65536, parse=positive_whole, doc="largest accepted request body"
+    )
+    trusted_proxies: tuple = setting(
+        "TRUSTED_PROXIES",
+        (),
+        blank_is_default=True,
+        parse=networks,
+        example="10.0.0.0/8,127.0.0.1",
+        doc="comma-separated addresses or networks of the proxies in front of the gateway; "
+        "only from them is `X-Forwarded-For` believed",
     )
 
-
-def trusted_proxies_problems(config):
-    try:
-        trusted_proxies(config)
-    except ValueError as error:
-        return [
-            f"TRUSTED_PROXIES is not a comma-separated list of addresses or networks ({error}): "
-            "set TRUSTED_PROXIES, e.g. 10.0.0.0/8,127.0.0.1"
-        ]
-    return []
+    @classmethod
+    def problems(cls, values):
+        problem = jwt_secret_problem(values["jwt_secret"], values["environment"])
+        return [problem] if problem else []
 
 
-def jwt_secret(config):
-    """The secret to sign tokens with; raises :class:`ConfigError` if there is none."""
-    secret = config.get("JWT_SECRET")
-    problems = check_gateway({"JWT_SECRET": secret, "ENVIRONMENT": environment(config)}, "")
-    if problems:
-        raise ConfigError("config error in the gateway service:\n  - " + problems[0])
-    if secret:
-        return secret
-    path = config.get("JWT_SECRET_FILE") or DEFAULT_SECRET_FILE
+def jwt_secret(settings):
+    """The secret to sign tokens with: ``JWT_SECRET``, or in development without one,
+    the one kept in ``JWT_SECRET_FILE`` (made on first use).
+
+    Raises :class:`ConfigError` if the secret cannot be used (settings not read
+    through :func:`shared.settings.load_settings`, which would have refused it).
+    """
+    problem = jwt_secret_problem(settings.jwt_secret, settings.environment)
+    if problem:
+        raise ConfigError.listing("gateway", [problem])
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.jwt_secret_file
     log.warning(
         "JWT_SECRET is not set: using a development secret kept in %s. "
         "Never run like this outside development: %s",

@@ -9,15 +9,15 @@ from orders.models import Base, OutboxEvent
 
 # a module import: a class imported by name would look like a second service to `nameko run`
 from shared import health
-from shared.config import ConfigCheck, check_database
 from shared.db import Database
-from shared.events import check_event_retries, event_handler
+from shared.events import event_handler
 from shared.exceptions import EXPECTED, Unavailable
 from shared.heap import FrozenStartupHeap
 from shared.logs import LoggingContext
 from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
 from shared.rpc import rpc
+from shared.settings import ServiceSettings, SettingsProvider
 
 # Unavailable is a dependency's trouble, not ours: the caller maps it to 503
 RPC_EXPECTED = (*EXPECTED, Unavailable)
@@ -26,7 +26,7 @@ RPC_EXPECTED = (*EXPECTED, Unavailable)
 class OrdersService(health.OperationalEndpoints):
     name = "orders"
 
-    config = ConfigCheck(check_database, check_event_retries)
+    settings = SettingsProvider(ServiceSettings)
     log_context = LoggingContext()
     heap = FrozenStartupHeap()
     metrics = Metrics(

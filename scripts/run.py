@@ -35,10 +35,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Connection
 
-from shared.config import ConfigError
 from shared.logs import tool_logger
 from shared.migrate import is_refusal, load_config, refused, upgrade
 from shared.services import SERVICES as ALL_SERVICES
+from shared.settings import ConfigError
 
 # (service, module, config); a service whose module does not exist yet is skipped
 SERVICES = [(service.name, service.module, service.config) for service in ALL_SERVICES]

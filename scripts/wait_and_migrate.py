@@ -42,12 +42,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from scripts.run import hide_password
-from shared.config import ConfigError, check_database, validate
 from shared.db import engine_for
 from shared.logs import tool_logger
 from shared.migrate import (
     Refused,
     alembic_config,
+    database_uri,
     describe,
     is_refusal,
     load_config,
@@ -55,6 +55,7 @@ from shared.migrate import (
     service_name_of,
     upgrade,
 )
+from shared.settings import ConfigError
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_INTERVAL = 5.0
@@ -164,8 +165,7 @@ def main(argv=None):
             if not config.get("DB_URIS"):
                 continue
             service_name = service_name_of(config)
-            validate(config, service_name, (check_database,))
-            db_uri = config["DB_URIS"][f"{service_name}:Base"]
+            db_uri = database_uri(config, service_name)
             where = make_url(db_uri).render_as_string(hide_password=True)
             wait_for(
                 f"{service_name} database at {where}",

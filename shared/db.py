@@ -6,8 +6,8 @@ from datetime import UTC
 from functools import cache
 
 from nameko_sqlalchemy import Database as _Database
-from nameko_sqlalchemy.database import DB_URIS_KEY, Session
 from nameko_sqlalchemy.database import DatabaseWrapper as _DatabaseWrapper
+from nameko_sqlalchemy.database import Session
 from sqlalchemy import DateTime, TypeDecorator, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -15,9 +15,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
-from shared.config import db_uri_key
 from shared.exceptions import Unavailable
 from shared.framework import REIMPLEMENTED  # noqa: F401 (guards the versions this was written for)
+from shared.settings import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,12 @@ class Database(_Database):
     """
 
     def setup(self):
-        config = self.container.config
-        uri = config[DB_URIS_KEY][db_uri_key(self.container.service_name)]
+        settings = settings_of(self.container)
+        uri = settings.db_uri
         self.db_uri = uri
         # a connection for every worker nameko may run at once, plus the outbox
         # relay's: below that, busy moments open and close connections per call
-        pool_size = int(config.get("max_workers", 10)) + 2
+        pool_size = settings.max_workers + 2
         self.engine = engine_for(uri, **{"pool_size": pool_size, **self.engine_options})
         self.Session = sessionmaker(bind=self.engine, class_=Session, **self.session_options)
         # a pool of autocommit connections for reads: no BEGIN and no ROLLBACK round

@@ -55,12 +55,12 @@ from sqlalchemy import String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.config import ConfigError
 from shared.db import UTCDateTime, prebuilt_insert
 from shared.exceptions import InvalidInput
 from shared.framework import QueueConsumer
 from shared.outbox import utcnow
-from shared.queues import declare_typed, queue_type
+from shared.queues import declare_typed
+from shared.settings import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -170,22 +170,6 @@ def _event_counters(registry):
     return _counters[registry]
 
 
-def check_event_retries(config, service_name=None):
-    """Problems with ``EVENT_MAX_RETRIES`` / ``EVENT_RETRY_DELAY`` (a ``ConfigCheck`` check)."""
-    problems = []
-    retries = config.get("EVENT_MAX_RETRIES", 3)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        problems.append(
-            f"EVENT_MAX_RETRIES must be a whole number >= 0, got {retries!r}: set EVENT_MAX_RETRIES"
-        )
-    delay = config.get("EVENT_RETRY_DELAY", 1)
-    if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-        problems.append(
-            f"EVENT_RETRY_DELAY must be seconds >= 0, got {delay!r}: set EVENT_RETRY_DELAY"
-        )
-    return problems
-
-
 def retry_queue_name(queue_name):
     """Where a failed message waits out its delay (``.delay``: see the module's docstring)."""
     return f"{queue_name}.delay"
@@ -225,10 +209,11 @@ def retry_delay(base_delay, retries_so_far):
 class EventHandler(_NamekoEventHandler):
     """nameko's ``EventHandler`` with bounded, delayed retries and a dead-letter queue.
 
-    Config: ``EVENT_MAX_RETRIES`` (default 3; 0 dead-letters at the first
-    failure) and ``EVENT_RETRY_DELAY`` (seconds before the first retry, default
-    1; each next retry waits twice as long, at most 300 s). Only for
-    ``SERVICE_POOL`` and ``SINGLETON`` handlers: their queues are durable.
+    Settings (:class:`shared.settings.ServiceSettings`): ``EVENT_MAX_RETRIES``
+    (0 dead-letters at the first failure) and ``EVENT_RETRY_DELAY`` (seconds
+    before the first retry; each next retry waits twice as long, at most
+    ``MAX_RETRY_DELAY``). Only for ``SERVICE_POOL`` and ``SINGLETON`` handlers:
+    their queues are durable.
 
     With a :class:`shared.metrics.Metrics` in the service, each queue counts
     events processed, duplicates (the handler returned ``False``, as
@@ -247,15 +232,12 @@ class EventHandler(_NamekoEventHandler):
     def setup(self):
         super().setup()
         config = self.container.config
-        problems = check_event_retries(config)
-        if problems:
-            # extensions set up in parallel: this may run before the service's ConfigCheck
-            raise ConfigError("; ".join(problems))
-        self.max_retries = config.get("EVENT_MAX_RETRIES", 3)
-        self.retry_delay = float(config.get("EVENT_RETRY_DELAY", 1))
+        settings = settings_of(self.container)
+        self.max_retries = settings.event_max_retries
+        self.retry_delay = settings.event_retry_delay
         name = self.queue.name
         self.retries_exchange = retries_exchange(self.container.service_name)
-        kind = queue_type(config)
+        kind = settings.queue_type
         amqp_uri, ssl = config["AMQP_URI"], config.get("AMQP_SSL")
         self.queue = declare_typed(self.queue, kind, amqp_uri, ssl)
         self.retry_queue = declare_typed(

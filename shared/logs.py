@@ -86,7 +86,7 @@ def tool_logger(service):
     INFO goes to stdout, WARNING and worse to stderr. The tool's own loggers
     show INFO; alembic, amqp and kombu only WARNING and worse.
     """
-    json_lines = os.environ.get("LOG_FORMAT", "text") == "json"
+    json_lines = os.environ.get("LOG_FORMAT") == "json"
     handlers = []
     for stream, wanted in ((sys.stdout, _BelowWarning()), (sys.stderr, None)):
         handler = logging.StreamHandler(stream)

@@ -23,8 +23,8 @@ from nameko.cli.main import setup_yaml_parser
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from shared.config import ConfigError, check_database, validate
 from shared.exceptions import Unavailable
+from shared.settings import ConfigError, ServiceSettings, read_setting
 
 # What PostgreSQL (and RabbitMQ) answer when the server is up but refuses the
 # URI's credentials or names: waiting cannot change that answer.
@@ -91,6 +91,11 @@ def service_name_of(config):
     return keys[0].split(":")[0]
 
 
+def database_uri(config, service_name):
+    """The service's database URL from ``config``; :class:`ConfigError` if it has none."""
+    return read_setting(ServiceSettings, "db_uri", config, service_name)
+
+
 def alembic_config(service_name, db_uri):
     package = importlib.import_module(service_name)
     alembic_cfg = Config()
@@ -106,8 +111,7 @@ def alembic_config(service_name, db_uri):
 def upgrade(config, revision="head"):
     """Bring the service's database in ``config`` up to ``revision``."""
     service_name = service_name_of(config)
-    validate(config, service_name, (check_database,))
-    db_uri = config["DB_URIS"][f"{service_name}:Base"]
+    db_uri = database_uri(config, service_name)
     where = make_url(db_uri).render_as_string(hide_password=True)
     try:
         command.upgrade(alembic_config(service_name, db_uri), revision)
@@ -135,7 +139,7 @@ def main(argv=None):
             print(f"{service_name}: database at {where} is up to date")
         else:
             service_name = service_name_of(config)
-            db_uri = config["DB_URIS"][f"{service_name}:Base"]
+            db_uri = database_uri(config, service_name)
             command.revision(
                 alembic_config(service_name, db_uri),
                 message=args.message,

@@ -39,6 +39,7 @@ from sqlalchemy import Integer, String, Text, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import UTCDateTime, find_dependency, prebuilt_insert
+from shared.settings import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -278,10 +279,10 @@ class Outbox(DependencyProvider, HeaderEncoder):
     """Gives workers an :class:`OutboxWriter` and runs the relay greenthread.
 
     ``database_attr`` names the service's :class:`shared.db.Database` dependency,
-    whose engine the relay uses. Config (all optional): ``OUTBOX_SWEEP_SECONDS``
-    (default 5), ``OUTBOX_BATCH_SIZE`` (100), ``OUTBOX_RETENTION_HOURS`` (168),
-    ``OUTBOX_LINGER_SECONDS`` (0.02: how long the relay waits after a bell so
-    that the events of a busy moment go out as one batch).
+    whose engine the relay uses. Settings (:class:`shared.settings.ServiceSettings`):
+    ``OUTBOX_SWEEP_SECONDS``, ``OUTBOX_BATCH_SIZE``, ``OUTBOX_RETENTION_HOURS``,
+    ``OUTBOX_LINGER_SECONDS`` (how long the relay waits after a bell so that the
+    events of a busy moment go out as one batch).
     """
 
     MAX_BACKOFF = 5.0
@@ -292,10 +293,11 @@ class Outbox(DependencyProvider, HeaderEncoder):
 
     def setup(self):
         config = self.container.config
-        self.sweep_seconds = float(config.get("OUTBOX_SWEEP_SECONDS", 5))
-        self.linger_seconds = float(config.get("OUTBOX_LINGER_SECONDS", 0.02))
-        self.batch_size = int(config.get("OUTBOX_BATCH_SIZE", 100))
-        self.retention = timedelta(hours=float(config.get("OUTBOX_RETENTION_HOURS", 168)))
+        settings = settings_of(self.container)
+        self.sweep_seconds = settings.outbox_sweep_seconds
+        self.linger_seconds = settings.outbox_linger_seconds
+        self.batch_size = settings.outbox_batch_size
+        self.retention = timedelta(hours=settings.outbox_retention_hours)
         self.exchange = get_event_exchange(self.container.service_name, config)
         self.publisher = BatchPublisher(
             config["AMQP_URI"],

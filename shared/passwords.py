@@ -2,8 +2,9 @@
 
 Why Argon2id: it won the Password Hashing Competition and is OWASP's first
 choice; being memory-hard, it makes GPU and ASIC guessing expensive, unlike
-PBKDF2. Defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane, about 20-40 ms
-here); raise them with ``PASSWORD_HASH_MEMORY_KIB`` / ``PASSWORD_HASH_TIME_COST``.
+PBKDF2. The settings ``PASSWORD_HASH_MEMORY_KIB`` / ``PASSWORD_HASH_TIME_COST``
+(:class:`shared.settings.PasswordHashSettings`) default to OWASP's minimum (one
+lane, about 20-40 ms a hash here); raise them for more.
 Hashes carry their parameters, so old hashes keep verifying and are upgraded on
 the next successful login.
 
@@ -29,8 +30,8 @@ from eventlet import tpool
 from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 
-OWASP_MEMORY_KIB = 19 * 1024
-OWASP_TIME_COST = 2
+from shared.settings import PasswordHashSettings, settings_of
+
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's default, made fixed
 
@@ -48,7 +49,11 @@ def keep_large_blocks_mmapped():
 
 
 class PasswordHasher:
-    def __init__(self, memory_kib=OWASP_MEMORY_KIB, time_cost=OWASP_TIME_COST):
+    def __init__(
+        self,
+        memory_kib=PasswordHashSettings.password_hash_memory_kib,
+        time_cost=PasswordHashSettings.password_hash_time_cost,
+    ):
         self._argon2 = _Argon2(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=1, type=Type.ID
         )
@@ -79,14 +84,15 @@ class PasswordHasher:
 
 
 class Passwords(DependencyProvider):
-    """One :class:`PasswordHasher` per container, set from config."""
+    """One :class:`PasswordHasher` per container, with the service's
+    :class:`shared.settings.PasswordHashSettings`."""
 
     def setup(self):
         keep_large_blocks_mmapped()
-        config = self.container.config
+        settings = settings_of(self.container)
         self.hasher = PasswordHasher(
-            memory_kib=int(config.get("PASSWORD_HASH_MEMORY_KIB", OWASP_MEMORY_KIB)),
-            time_cost=int(config.get("PASSWORD_HASH_TIME_COST", OWASP_TIME_COST)),
+            memory_kib=settings.password_hash_memory_kib,
+            time_cost=settings.password_hash_time_cost,
         )
 
     def get_dependency(self, worker_ctx):

@@ -1,9 +1,10 @@
 """Which kind of RabbitMQ queue a service's durable queues are: classic or quorum.
 
-``QUEUE_TYPE`` (config) applies to every durable queue a service consumes or
-parks messages in: its RPC queue, its event handlers' queues and their delay
-and dead-letter queues. Reply queues and BROADCAST queues are exclusive to one
-connection and stay classic (a quorum queue cannot be exclusive).
+The ``QUEUE_TYPE`` setting (:mod:`shared.settings`) applies to every durable
+queue a service consumes or parks messages in: its RPC queue, its event
+handlers' queues and their delay and dead-letter queues. Reply queues and
+BROADCAST queues are exclusive to one connection and stay classic (a quorum
+queue cannot be exclusive).
 
 - ``classic`` (the default): one node holds each queue. Right for one broker
   (``make run``, compose, a laptop), and what queues declared before this
@@ -32,26 +33,11 @@ log = logging.getLogger(__name__)
 
 CLASSIC, QUORUM = "classic", "quorum"
 QUEUE_TYPES = (CLASSIC, QUORUM)
-DEFAULT_QUEUE_TYPE = CLASSIC
 # what a quorum queue needs for its dead-lettering to lose nothing
 AT_LEAST_ONCE_DEAD_LETTERING = {
     "x-dead-letter-strategy": "at-least-once",
     "x-overflow": "reject-publish",
 }
-
-
-def queue_type(config):
-    return config.get("QUEUE_TYPE") or DEFAULT_QUEUE_TYPE
-
-
-def check_queue_type(config, service_name):
-    """Problems with ``QUEUE_TYPE`` (for :class:`shared.config.ConfigCheck`)."""
-    value = config.get("QUEUE_TYPE") or DEFAULT_QUEUE_TYPE
-    if value not in QUEUE_TYPES:
-        return [
-            f"QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, got {value!r}: set QUEUE_TYPE"
-        ]
-    return []
 
 
 def typed(queue, kind, dead_letters_back=False):

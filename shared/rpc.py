@@ -69,9 +69,9 @@ from nameko.rpc import RpcProxy, RpcReply, get_rpc_exchange
 from shared.exceptions import Unavailable
 from shared.framework import CONNECTION_ERRORS, QueueConsumer, ReplyListener
 from shared.publishers import FAST_FAILOVER_CONNECT, FAST_FAILOVER_RETRY, ChannelPublisher
-from shared.queues import declare_typed, queue_type
+from shared.queues import declare_typed
+from shared.settings import settings_of
 
-DEFAULT_TIMEOUT = 5
 # when the caller stops waiting (epoch seconds); a callee that gets it later drops it
 DEADLINE_HEADER = "x-rpc-deadline"
 # hosts' clocks differ a little: a request is dropped only this long after its deadline
@@ -241,7 +241,7 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
 
     def setup(self):
         config = self.container.config
-        self.timeout = float(config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
+        self.timeout = settings_of(self.container).rpc_timeout
         # A request nobody took within the deadline must not run later: the
         # caller has given up. Every request carries its deadline
         # (DEADLINE_HEADER), which RpcConsumer checks. No per-message TTL: a
@@ -334,7 +334,7 @@ class RpcConsumer(_RpcConsumer):
         config = self.container.config
         self.queue = declare_typed(
             self.queue,
-            queue_type(config),
+            settings_of(self.container).queue_type,
             config[AMQP_URI_CONFIG_KEY],
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
         )

@@ -17,6 +17,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 import shared.exceptions  # noqa: F401  (registers the exceptions that cross RPC)
 from shared.framework import REIMPLEMENTED  # noqa: F401  (guards the versions this was written for)
+from shared.settings import Settings, read_setting
 
 
 class _CountingConsole(InteractiveConsole):
@@ -45,7 +46,7 @@ def _interact(banner=None, local=None, raise_expections=False):
 
 
 def _with_timeout(helper):
-    timeout = float(helper.config.get("RPC_TIMEOUT", 5))
+    timeout = read_setting(Settings, "rpc_timeout", helper.config)
     helper.disconnect()
     proxy = ClusterRpcProxy(helper.config, timeout=timeout)
     helper.rpc = proxy.start()

@@ -1,8 +1,26 @@
-"""Small helpers for tests that watch something happen in another greenthread or process."""
+"""Small helpers: tests that watch something happen in another greenthread or process,
+and tests of settings."""
 
 import time
 
 import requests
+
+from shared.settings import ConfigError, load_settings
+
+# what every process must set: a test of other settings adds its own to these
+REQUIRED_SETTINGS = {
+    "AMQP_URI": "amqp://guest:guest@localhost:5672/",
+    "WEB_SERVER_ADDRESS": "127.0.0.1:8000",
+}
+
+
+def settings_problems(settings_class, config, service_name="test"):
+    """What ``settings_class`` refuses in ``config`` (plus REQUIRED_SETTINGS), a sentence each."""
+    try:
+        load_settings(settings_class, {**REQUIRED_SETTINGS, **config}, service_name)
+    except ConfigError as error:
+        return list(error.problems)
+    return []
 
 
 def wait_until(predicate, timeout=5, interval=0.05):

@@ -28,41 +28,12 @@ KEY_MAX = 300
 
 @dataclass(frozen=True)
 class LoginLimits:
+    """The throttle's policy; the defaults of its settings (:mod:`users.settings`)."""
+
     per_email: int = 5
     per_address: int = 20
-    window: float = 300
-    lockout: float = 300
-
-    CONFIG_KEYS = {
-        "per_email": "LOGIN_MAX_FAILURES",
-        "per_address": "LOGIN_MAX_FAILURES_PER_ADDRESS",
-        "window": "LOGIN_WINDOW_SECONDS",
-        "lockout": "LOGIN_LOCKOUT_SECONDS",
-    }
-
-    @classmethod
-    def from_config(cls, config):
-        defaults = cls()
-        return cls(
-            **{
-                field: config.get(key, getattr(defaults, field))
-                for field, key in cls.CONFIG_KEYS.items()
-            }
-        )
-
-
-def check_login_limits(config, service_name):
-    """Problems with the throttle's config (for :class:`shared.config.ConfigCheck`)."""
-    return [
-        f"{key} must be a positive number, got {config[key]!r}: set {key}"
-        for key in LoginLimits.CONFIG_KEYS.values()
-        if key in config
-        and (
-            not isinstance(config[key], int | float)
-            or isinstance(config[key], bool)
-            or config[key] <= 0
-        )
-    ]
+    window: float = 300.0
+    lockout: float = 300.0
 
 
 def email_key(email):

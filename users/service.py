@@ -5,9 +5,8 @@ Entrypoints translate and delegate; the logic lives in :mod:`users.logic`.
 
 # a module import: a class imported by name would look like a second service to `nameko run`
 from shared import health
-from shared.config import ConfigCheck, check_database
 from shared.db import Database
-from shared.events import check_event_retries, event_handler
+from shared.events import event_handler
 from shared.exceptions import EXPECTED
 from shared.heap import FrozenStartupHeap
 from shared.logs import LoggingContext
@@ -15,15 +14,16 @@ from shared.metrics import Metrics, counter
 from shared.outbox import Outbox
 from shared.passwords import Passwords
 from shared.rpc import rpc
+from shared.settings import SettingsProvider
 from users import logic, refresh_tokens
-from users.logins import LoginLimits, check_login_limits
 from users.models import Base, OutboxEvent
+from users.settings import UsersSettings
 
 
 class UsersService(health.OperationalEndpoints):
     name = "users"
 
-    config = ConfigCheck(check_database, check_event_retries, check_login_limits)
+    settings = SettingsProvider(UsersSettings)
     log_context = LoggingContext()
     heap = FrozenStartupHeap()
     metrics = Metrics(counter("users_registered_total", "Accounts created"))
@@ -50,7 +50,12 @@ class UsersService(health.OperationalEndpoints):
     def update_user(self, user_id, changes):
         """``changes``: name, password, role; ``current_password`` proves a self-change."""
         return logic.update_user(
-            self.db.session, self.outbox, self.passwords, user_id, changes, self._login_limits()
+            self.db.session,
+            self.outbox,
+            self.passwords,
+            user_id,
+            changes,
+            self.settings.login_limits,
         )
 
     @rpc(expected_exceptions=EXPECTED)
@@ -67,7 +72,7 @@ class UsersService(health.OperationalEndpoints):
             email,
             password,
             client_address=client_address,
-            limits=self._login_limits(),
+            limits=self.settings.login_limits,
         )
 
     @rpc(expected_exceptions=EXPECTED)
@@ -86,9 +91,6 @@ class UsersService(health.OperationalEndpoints):
         return refresh_tokens.rotate_refresh_token(
             self.db.session, old_jti, new_jti, new_expires_at
         )
-
-    def _login_limits(self):
-        return LoginLimits.from_config(self.config)
 
     @event_handler("orders", "order_created")
     def handle_order_created(self, payload):

@@ -109,8 +109,9 @@ def test_a_queue_of_the_other_type_is_adopted_not_a_crash(
 
 
 def test_an_unknown_queue_type_refuses_to_start_saying_what_to_set():
-    from shared.config import check_common
+    from shared.settings import ServiceSettings
+    from tests.helpers import settings_problems
 
-    config = {"AMQP_URI": "amqp://x", "WEB_SERVER_ADDRESS": "0:1", "QUEUE_TYPE": "mirrored"}
-    problems = check_common(config, "users")
+    config = {"DB_URIS": {"users:Base": "sqlite://"}, "QUEUE_TYPE": "mirrored"}
+    problems = settings_problems(ServiceSettings, config, "users")
     assert any("set QUEUE_TYPE" in problem for problem in problems)

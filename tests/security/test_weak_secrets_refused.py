@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-from gateway.settings import check_gateway
+from gateway.settings import GatewaySettings
+from tests.helpers import settings_problems
 from tests.system.processes import NAMEKO, ROOT
 
 # where the repository shows values to copy: examples, deploy files, docs
@@ -35,7 +36,9 @@ def example_secrets():
 
 
 def production(secret):
-    return check_gateway({"ENVIRONMENT": "production", "JWT_SECRET": secret}, "gateway")
+    return settings_problems(
+        GatewaySettings, {"ENVIRONMENT": "production", "JWT_SECRET": secret}, "gateway"
+    )
 
 
 def test_the_repository_shows_at_least_one_example_secret():
@@ -72,7 +75,8 @@ def test_a_random_secret_of_32_bytes_or_more_is_accepted(make):
 
 
 def test_development_keeps_accepting_a_test_secret():
-    assert check_gateway({"ENVIRONMENT": "development", "JWT_SECRET": "t" * 40}, "gateway") == []
+    development = {"ENVIRONMENT": "development", "JWT_SECRET": "t" * 40}
+    assert settings_problems(GatewaySettings, development, "gateway") == []
 
 
 def test_the_gateway_process_refuses_to_start_with_the_example_secret():

@@ -13,8 +13,10 @@ from sqlalchemy.orm import sessionmaker
 
 from orders.models import Order, ProcessedEvent
 from shared.db import engine_for
-from shared.events import EventHandler, check_event_retries, handle_once, retry_delay
+from shared.events import EventHandler, handle_once, retry_delay
 from shared.exceptions import InvalidInput
+from shared.settings import ServiceSettings
+from tests.helpers import settings_problems
 from users import logic as users_logic
 from users.models import User
 
@@ -204,9 +206,13 @@ def test_requeue_on_error_is_refused_because_it_would_loop_for_ever():
         EventHandler("users", "user_deleted", requeue_on_error=True)
 
 
+def retry_problems(config):
+    return settings_problems(ServiceSettings, {"DB_URIS": {"test:Base": "sqlite://"}, **config})
+
+
 def test_the_retry_config_defaults_are_valid():
-    assert check_event_retries({}) == []
-    assert check_event_retries({"EVENT_MAX_RETRIES": 0, "EVENT_RETRY_DELAY": 0.05}) == []
+    assert retry_problems({}) == []
+    assert retry_problems({"EVENT_MAX_RETRIES": 0, "EVENT_RETRY_DELAY": 0.05}) == []
 
 
 @pytest.mark.parametrize(
@@ -220,5 +226,5 @@ def test_the_retry_config_defaults_are_valid():
     ],
 )
 def test_a_bad_retry_config_is_named_with_what_to_set(config, key):
-    [problem] = check_event_retries(config)
+    [problem] = retry_problems(config)
     assert problem.startswith(key) and problem.endswith(f"set {key}")

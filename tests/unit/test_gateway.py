@@ -1,5 +1,6 @@
 """The gateway's pure parts: error mapping, request reading, settings, OpenAPI."""
 
+import dataclasses
 import io
 import os
 import re
@@ -15,8 +16,7 @@ from gateway import openapi
 from gateway.errors import BadRequest, describe
 from gateway.http import client_address, read_json, request_id_from
 from gateway.service import GatewayService
-from gateway.settings import check_gateway, jwt_secret, trusted_proxies
-from shared.config import ConfigError
+from gateway.settings import GatewaySettings, jwt_secret, networks
 from shared.exceptions import (
     AuthenticationFailed,
     Conflict,
@@ -27,6 +27,8 @@ from shared.exceptions import (
     Unavailable,
 )
 from shared.rpc import DependencyTimeout
+from shared.settings import ConfigError, load_settings
+from tests.helpers import REQUIRED_SETTINGS, settings_problems
 
 # made once with secrets.token_urlsafe(32): what an operator is told to set
 STRONG = "q3ZK0vU9bM2xW7hT1yLc8RdNf5aEgJ4sPo6iHkQeVnA"
@@ -136,37 +138,51 @@ def test_an_insane_client_request_id_is_replaced_by_a_uuid(sent):
     assert replaced != sent and re.fullmatch(r"[0-9a-f-]{36}", replaced)
 
 
+def gateway_problems(config):
+    return settings_problems(GatewaySettings, config, "gateway")
+
+
+def gateway_settings(config):
+    return load_settings(GatewaySettings, {**REQUIRED_SETTINGS, **config}, "gateway")
+
+
 def test_a_weak_secret_refuses_to_start_outside_development_saying_what_to_set():
     for secret in (None, "", "short"):
-        problems = check_gateway({"ENVIRONMENT": "production", "JWT_SECRET": secret}, "gateway")
+        problems = gateway_problems({"ENVIRONMENT": "production", "JWT_SECRET": secret})
         assert len(problems) == 1 and "set JWT_SECRET" in problems[0]
     with pytest.raises(ConfigError, match="set JWT_SECRET"):
-        jwt_secret({"ENVIRONMENT": "production"})
+        gateway_settings({"ENVIRONMENT": "production"})
+    # settings made without the checks cannot sign with a missing secret either
+    unchecked = dataclasses.replace(gateway_settings({}), environment="production")
+    with pytest.raises(ConfigError, match="set JWT_SECRET"):
+        jwt_secret(unchecked)
 
 
 def test_a_strong_secret_is_used_as_it_is():
-    assert check_gateway({"ENVIRONMENT": "production", "JWT_SECRET": STRONG}, "gateway") == []
-    assert jwt_secret({"ENVIRONMENT": "production", "JWT_SECRET": STRONG}) == STRONG
+    assert gateway_problems({"ENVIRONMENT": "production", "JWT_SECRET": STRONG}) == []
+    assert (
+        jwt_secret(gateway_settings({"ENVIRONMENT": "production", "JWT_SECRET": STRONG})) == STRONG
+    )
 
 
 def test_a_short_secret_is_refused_in_development_too():
-    assert check_gateway({"ENVIRONMENT": "development", "JWT_SECRET": "short"}, "gateway")
+    assert gateway_problems({"ENVIRONMENT": "development", "JWT_SECRET": "short"})
 
 
 def test_development_without_a_secret_generates_one_that_survives_a_restart(tmp_path, caplog):
     path = tmp_path / "var" / "jwt_secret"
     config = {"ENVIRONMENT": "development", "JWT_SECRET_FILE": str(path)}
-    assert check_gateway(config, "gateway") == []
-    first = jwt_secret(config)
+    assert gateway_problems(config) == []
+    first = jwt_secret(gateway_settings(config))
     assert len(first.encode()) >= 32
-    assert jwt_secret(config) == first
+    assert jwt_secret(gateway_settings(config)) == first
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert "JWT_SECRET is not set" in caplog.text
 
 
 @pytest.mark.parametrize("key", ["ACCESS_TOKEN_MINUTES", "REFRESH_TOKEN_DAYS", "MAX_BODY_BYTES"])
 def test_lifetimes_and_limits_must_be_positive_numbers(key):
-    assert check_gateway({"JWT_SECRET": STRONG, key: 0}, "gateway")
+    assert gateway_problems({"JWT_SECRET": STRONG, key: 0})
 
 
 def test_the_openapi_document_is_valid_openapi_3():
@@ -245,7 +261,7 @@ def request_from(peer, forwarded=None):
     return Request(environ)
 
 
-PROXIES = trusted_proxies({"TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"})
+PROXIES = networks("10.0.0.0/8, 127.0.0.1")
 
 
 def test_without_trusted_proxies_the_socket_peer_is_the_client():
@@ -268,7 +284,7 @@ def test_a_useless_forwarded_header_falls_back_on_the_peer(forwarded):
 
 
 def test_bad_trusted_proxies_refuse_to_start_saying_what_to_set():
-    problems = check_gateway({"JWT_SECRET": STRONG, "TRUSTED_PROXIES": "10.0.0.0/33"}, "gateway")
+    problems = gateway_problems({"JWT_SECRET": STRONG, "TRUSTED_PROXIES": "10.0.0.0/33"})
     assert len(problems) == 1 and "set TRUSTED_PROXIES" in problems[0]
 
 

@@ -1,4 +1,4 @@
-"""The shared building blocks on their own: config checks, cursors, outbox relay, logs."""
+"""The shared building blocks on their own: settings checks, cursors, outbox relay, logs."""
 
 import gc
 import json
@@ -9,7 +9,6 @@ from nameko_sqlalchemy.database import Session
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from shared.config import ConfigError, check_database, validate
 from shared.db import engine_for
 from shared.exceptions import InvalidInput
 from shared.heap import FrozenStartupHeap
@@ -17,6 +16,7 @@ from shared.logs import ContextFilter, JsonFormatter, _call, formatter
 from shared.outbox import EventsRefused, OutboxWriter, count_pending, relay_pending
 from shared.pagination import decode_cursor, encode_cursor
 from shared.passwords import PasswordHasher
+from shared.settings import ConfigError, ServiceSettings, load_settings
 from users.models import OutboxEvent
 
 GOOD = {
@@ -30,7 +30,7 @@ GOOD = {
 
 
 def test_a_good_config_passes():
-    validate(GOOD, "users", checks=(check_database,))
+    load_settings(ServiceSettings, GOOD, "users")
 
 
 @pytest.mark.parametrize(
@@ -47,19 +47,15 @@ def test_a_good_config_passes():
     ],
 )
 def test_a_bad_value_is_refused_naming_what_to_set(key, value, says):
-    from shared.config import check_common
-
     with pytest.raises(ConfigError) as error:
-        validate({**GOOD, key: value}, "users", checks=(check_common, check_database))
+        load_settings(ServiceSettings, {**GOOD, key: value}, "users")
     assert says in str(error.value)
 
 
 def test_every_problem_is_reported_at_once():
-    from shared.config import check_common
-
     bad = {**GOOD, "AMQP_URI": None, "LOG_FORMAT": "xml"}
     with pytest.raises(ConfigError) as error:
-        validate(bad, "users", checks=(check_common,))
+        load_settings(ServiceSettings, bad, "users")
     assert "AMQP_URI" in str(error.value) and "LOG_FORMAT" in str(error.value)
 
 

@@ -2,21 +2,24 @@
 
 import time
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
+from nameko.containers import ServiceContainer
 
 from gateway.dependencies import Tokens
+from gateway.service import GatewayService
 from shared import tokens
 from shared.exceptions import AuthenticationFailed
+from tests.helpers import REQUIRED_SETTINGS
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 
 
 @pytest.fixture
 def provider():
-    provider = Tokens()
-    provider.container = SimpleNamespace(config={"JWT_SECRET": SECRET, "ENVIRONMENT": "test"})
+    config = {**REQUIRED_SETTINGS, "JWT_SECRET": SECRET, "ENVIRONMENT": "test"}
+    container = ServiceContainer(GatewayService, config)  # made, not started: nothing connects
+    [provider] = [d for d in container.dependencies if isinstance(d, Tokens)]
     provider.setup()
     return provider
 
