@@ -16,6 +16,8 @@ Patched here:
 - :class:`QueueConsumer` also lets a provider handle its messages in the consumer's
   own loop (``handles_inline``) and consume without acks (``no_ack``): the
   :class:`ReplyListener` does both, since a reply only wakes its waiting call.
+- :meth:`QueueConsumer.wait_until_consuming`: an RPC caller waits (within its deadline)
+  until its reply queue is consumed; nameko's web server took requests before that.
 - :class:`PerConnectionQueue` and :class:`ReplyListener`: exclusive queues (RPC
   replies, BROADCAST handlers) named anew on every connection. nameko's reply
   queue was durable: once its cluster node died, redeclaring it failed, and since
@@ -46,6 +48,7 @@ fingerprints the upstream source each one was written from):
 import logging
 import socket
 import uuid
+from contextlib import suppress
 from functools import partial
 from importlib.metadata import version
 
@@ -107,6 +110,17 @@ class QueueConsumer(_QueueConsumer):
     greenthread per message) and ``no_ack = True`` (its queue is consumed
     without acknowledgements; its ``handle_message`` must not ack).
     """
+
+    def wait_until_consuming(self):
+        """Return once this consumer's queues are consumed (at once, every time after the first).
+
+        nameko starts a container's extensions side by side: the gateway's web
+        server takes requests before its RPC reply queue exists, and a reply sent
+        to it then is dropped (the first calls after a start answered 504). A
+        consumer that failed to start is not waited for: its callers fail as they would.
+        """
+        with suppress(Exception):
+            self._consumers_ready.wait()
 
     def handle_message(self, provider, body, message):
         if getattr(provider, "handles_inline", False):

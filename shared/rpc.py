@@ -189,6 +189,8 @@ class TimedServiceProxy:
         deadline = _Deadline()
         try:
             with eventlet.Timeout(timeout, deadline):
+                # a reply sent before the reply queue exists is lost (just after a start)
+                self._provider.rpc_reply_listener.queue_consumer.wait_until_consuming()
                 reply = self._provider.send_request(self._worker_ctx, method_name, args, kwargs)
                 try:
                     result = reply.result()

@@ -166,6 +166,49 @@ def test_replies_are_handled_in_the_consumer_loop_and_consumed_without_acks(
     assert [consumer["ack_required"] for consumer in queue["consumer_details"]] == [False]
 
 
+def test_a_call_made_before_the_reply_queue_is_consumed_waits_for_it(
+    rabbit_config, container_factory, monkeypatch
+):
+    """nameko starts a container's extensions side by side: the gateway's web server took
+    requests before its reply queue existed, and their replies were dropped (504s just
+    after a start). Here the reply consumer is made slow to get ready: the call waits."""
+    import eventlet
+    from nameko.rpc import rpc
+    from nameko.testing.services import entrypoint_hook
+
+    from shared.rpc import TimedRpcProxy
+
+    class Echo:
+        name = "echo"
+
+        @rpc
+        def echo(self, value):
+            return value
+
+    class Caller:
+        name = "caller"
+        echo = TimedRpcProxy("echo")
+
+        @rpc
+        def call(self, value):
+            return self.echo.echo(value)
+
+    container_factory(Echo, {**rabbit_config, "RPC_TIMEOUT": 3}).start()
+    get_consumers = QueueConsumer.get_consumers
+
+    def slow_get_consumers(consumer, *args, **kwargs):
+        eventlet.sleep(1)  # the reply queue is declared and consumed only after this
+        return get_consumers(consumer, *args, **kwargs)
+
+    monkeypatch.setattr(QueueConsumer, "get_consumers", slow_get_consumers)
+    caller = container_factory(Caller, {**rabbit_config, "RPC_TIMEOUT": 3})
+    starting = eventlet.spawn(caller.start)
+    eventlet.sleep(0.2)  # set up, starting: the reply consumer is not consuming yet
+    with entrypoint_hook(caller, "call") as call:
+        assert call("early") == "early"
+    starting.wait()
+
+
 def test_the_upstream_code_each_reimplementation_follows_is_unchanged():
     """A re-implemented method was written from this exact source: a change upstream means
     re-reading it (and updating the fingerprint in shared/framework.py)."""
