@@ -246,11 +246,8 @@ class TimedRpcProxy(RpcProxy, HeaderEncoder):
         self.timeout = settings_of(self.container).rpc_timeout
         # A request nobody took within the deadline must not run later: the
         # caller has given up. Every request carries its deadline
-        # (DEADLINE_HEADER), which RpcConsumer checks. No per-message TTL: a
-        # caller cannot know the callee's queue type, and RabbitMQ 3.10 stops
-        # delivering a quorum queue's messages that carry one after its leader
-        # node dies, until that node is back (seen in the cluster test: the
-        # gateway, configured without QUEUE_TYPE, still set it).
+        # (DEADLINE_HEADER), which RpcConsumer checks, whatever the callee's
+        # queue type; no per-message TTL is needed besides it.
         options = {"delivery_mode": NON_PERSISTENT, **self.options}
         self.answered = False
         self.exchange = get_rpc_exchange(config)
