@@ -117,12 +117,9 @@ def test_each_connection_gets_a_fresh_exclusive_reply_queue_and_routing_key(call
     assert second.routing_key == listener.routing_key
 
 
-def test_replies_are_handled_in_the_consumer_loop_and_consumed_without_acks(
-    rabbit_config, rabbit_manager, container_factory
-):
-    """No greenthread and no ack per reply: a tenth of a millisecond per RPC."""
+def echo_and_caller():
+    """An echo service, and a caller whose ``call`` asks it through a ``TimedRpcProxy``."""
     from nameko.rpc import rpc
-    from nameko.testing.services import entrypoint_hook
 
     from shared.rpc import TimedRpcProxy
 
@@ -141,6 +138,16 @@ def test_replies_are_handled_in_the_consumer_loop_and_consumed_without_acks(
         def call(self, value):
             return self.echo.echo(value)
 
+    return Echo, Caller
+
+
+def test_replies_are_handled_in_the_consumer_loop_and_consumed_without_acks(
+    rabbit_config, rabbit_manager, container_factory
+):
+    """No greenthread and no ack per reply: a tenth of a millisecond per RPC."""
+    from nameko.testing.services import entrypoint_hook
+
+    Echo, Caller = echo_and_caller()
     container_factory(Echo, rabbit_config).start()
     caller = container_factory(Caller, rabbit_config)
     caller.start()
@@ -173,26 +180,9 @@ def test_a_call_made_before_the_reply_queue_is_consumed_waits_for_it(
     requests before its reply queue existed, and their replies were dropped (504s just
     after a start). Here the reply consumer is made slow to get ready: the call waits."""
     import eventlet
-    from nameko.rpc import rpc
     from nameko.testing.services import entrypoint_hook
 
-    from shared.rpc import TimedRpcProxy
-
-    class Echo:
-        name = "echo"
-
-        @rpc
-        def echo(self, value):
-            return value
-
-    class Caller:
-        name = "caller"
-        echo = TimedRpcProxy("echo")
-
-        @rpc
-        def call(self, value):
-            return self.echo.echo(value)
-
+    Echo, Caller = echo_and_caller()
     container_factory(Echo, {**rabbit_config, "RPC_TIMEOUT": 3}).start()
     get_consumers = QueueConsumer.get_consumers
 
