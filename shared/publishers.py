@@ -21,6 +21,7 @@ import amqp
 import eventlet
 from eventlet.semaphore import Semaphore
 from kombu import Connection
+from nameko.constants import NON_PERSISTENT
 
 from shared.framework import CONNECTION_ERRORS
 
@@ -39,11 +40,10 @@ FAST_FAILOVER_RETRY = {
 }
 FAST_FAILOVER_CONNECT = {**FAST_FAILOVER_RETRY, "max_retries": 3}
 
-TRANSIENT = 1  # AMQP delivery mode: kept in memory only
 # How often the channel's incoming frames are read (a channel or connection
 # closed by the broker, a connection.blocked notice). py-amqp reads them before
 # every publish, which was a tenth of a millisecond per RPC; a closed channel
-# is noticed within this long instead, and a dead socket at once (the write fails).
+# is noticed within this long instead, and a reset socket at once (the write fails).
 READ_INCOMING_EVERY = 0.25
 CLOSE_TIMEOUT = 1.0  # seconds to wait for the broker's close-ok of a renewed channel
 
@@ -52,12 +52,8 @@ class ChannelPublisher:
     """Unconfirmed, transient publishes on one channel kept open; greenthread-safe."""
 
     def __init__(self, amqp_uri, ssl=None, login_method=None):
-        self.connection = Connection(
-            amqp_uri,
-            ssl=ssl,
-            login_method=login_method,
-            transport_options=FAST_FAILOVER_CONNECT,
-        )
+        # (re)connected by _open_channel, with FAST_FAILOVER_CONNECT
+        self.connection = Connection(amqp_uri, ssl=ssl, login_method=login_method)
         self.lock = Semaphore()
         self.channel = None
         self.last_read = 0.0
@@ -79,7 +75,7 @@ class ChannelPublisher:
             body,
             content_type=content_type,
             content_encoding=content_encoding,
-            delivery_mode=TRANSIENT,
+            delivery_mode=NON_PERSISTENT,
             application_headers=headers or {},
             **properties,
         )

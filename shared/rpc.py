@@ -23,10 +23,12 @@ and is durable, so a confirm could tell nothing more. Events never take this
 path: they keep confirms and persistence (:mod:`shared.outbox`). Services use
 this module's :func:`rpc` decorator for their entrypoints.
 
-Both directions publish through :class:`LeanPublisher`: one publisher per
-proxy or consumer instead of nameko's new one per call, and a broker
-connection pool looked up by a key built once rather than by a new kombu
-``Connection`` per message; a reply is serialised once, not twice.
+Unconfirmed requests and every reply go out through
+:class:`shared.publishers.ChannelPublisher` (one ``basic_publish`` on a channel
+the proxy or consumer keeps open; a call without an answer renews it), the
+confirmed first requests through :class:`LeanPublisher` (kombu's producer pool,
+without nameko's new ``Connection`` per message). A reply is serialised once,
+not twice. A call waits, within its deadline, until its reply queue is consumed.
 
 Expected failures of the callee (``NotFound``, ``Conflict`` ...) pass through
 unchanged. The timeout runs in the calling worker's own greenthread, so nothing
