@@ -41,7 +41,13 @@ class OrdersService(health.OperationalEndpoints):
     def create_order(self, user_id, items, idempotency_key=None):
         """``{"order": order, "created": bool}``; ``created`` is False for a replayed key."""
         result = logic.create_order(
-            self.db.session, self.outbox, self.users.exists, user_id, items, idempotency_key
+            self.db.session,
+            self.outbox,
+            self.users.exists,
+            user_id,
+            items,
+            idempotency_key,
+            autocommit=self.db.autocommit_connection,
         )
         if result["created"]:
             self.metrics.orders_created.inc()
@@ -49,7 +55,7 @@ class OrdersService(health.OperationalEndpoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def get_order(self, order_id, user_id=None):
-        return logic.get_order(self.db.read_connection, order_id, user_id)
+        return logic.get_order(self.db.autocommit_connection, order_id, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_orders(self, user_id=None, status=None, limit=20, cursor=None):

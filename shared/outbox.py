@@ -80,31 +80,42 @@ class OutboxWriter:
             self._headers = self._headers()
         return self._headers
 
-    def add(self, session, event_type, data):
-        """Add ``event_type`` to the outbox in ``session``; the caller commits.
+    def row(self, event_type, data):
+        """The outbox row of ``event_type``, not written: ``(payload, values)``.
 
-        Returns the payload as it will be published: ``data`` plus ``event_id``
-        and ``occurred_at``.
+        ``payload`` is ``data`` plus ``event_id`` and ``occurred_at``, as it will be
+        published; ``values`` are the row's columns. For a caller that writes the
+        row itself, in one statement with its change (then it calls :meth:`wrote`).
         """
         payload = {
             "event_id": str(uuid.uuid4()),
             "occurred_at": utcnow().isoformat(),
             **data,
         }
+        values = {
+            "event_id": payload["event_id"],
+            "event_type": event_type,
+            "payload": json.dumps(payload),
+            "headers": json.dumps(self.headers),
+            "created_at": utcnow(),
+            "attempts": 0,
+        }
+        return payload, values
+
+    def wrote(self):
+        """Count an event written: the relay is woken when the worker ends."""
+        self.written += 1
+
+    def add(self, session, event_type, data):
+        """Add ``event_type`` to the outbox in ``session``; the caller commits.
+
+        Returns the payload as it will be published (see :meth:`row`).
+        """
+        payload, values = self.row(event_type, data)
         # a Core insert, executed now in the caller's transaction: cheaper than an
         # ORM object flushed at commit, and the same atomicity
-        session.connection().execute(
-            self.insert,
-            {
-                "event_id": payload["event_id"],
-                "event_type": event_type,
-                "payload": json.dumps(payload),
-                "headers": json.dumps(self.headers),
-                "created_at": utcnow(),
-                "attempts": 0,
-            },
-        )
-        self.written += 1
+        session.connection().execute(self.insert, values)
+        self.wrote()
         return payload
 
 

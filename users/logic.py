@@ -9,8 +9,9 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import core_connection
-from shared.events import event_id_of, handle_once
+from shared.events import event_id_of, handle_once, handle_once_in_one_statement
 from shared.exceptions import AuthenticationFailed, Conflict, InvalidInput, NotFound
+from shared.outbox import utcnow
 from shared.pagination import paginate
 from shared.schemas import PageQuerySchema, load, require_id
 from users import logins
@@ -200,27 +201,34 @@ def authenticate(session, hasher, email, password, client_address=None, limits=N
 
 
 _users = User.__table__.c
-# prebuilt Core: the ORM's bulk update would also sync objects we do not hold
+# prebuilt Core: the ORM's bulk update would also sync objects we do not hold;
+# updated_at is set here because inside a WITH (handle_once_in_one_statement)
+# SQLAlchemy does not apply the column's onupdate
 COUNT_ORDER = (
     update(User.__table__)
     .where(_users.id == bindparam("user_id"))
-    .values(order_count=_users.order_count + 1)
+    .values(order_count=_users.order_count + 1, updated_at=bindparam("now"))
 )
 
 
-def record_order_created(session, payload):
+def record_order_created(session, payload, autocommit=None):
     """Handle ``order_created``: the order's user counts one more order, once per event.
 
     The increment and the processed ``event_id`` commit together, so a
     redelivered event changes nothing. An order of a user deleted meanwhile
     counts for nobody (and the event is still marked processed). Returns whether
-    the event was applied (``False`` for a duplicate).
+    the event was applied (``False`` for a duplicate). ``autocommit``: a Core
+    connection in autocommit mode; on PostgreSQL both are then one statement.
     """
 
     event_id_of(payload)
-    user_id = require_id(payload.get("user_id"), "user_id")
+    params = {"user_id": require_id(payload.get("user_id"), "user_id"), "now": utcnow()}
+    if autocommit is not None and autocommit.dialect.name == "postgresql":
+        return handle_once_in_one_statement(
+            autocommit, ProcessedEvent, payload, "order_created", COUNT_ORDER, params
+        )
 
     def count_order(session):
-        session.connection().execute(COUNT_ORDER, {"user_id": user_id})
+        session.connection().execute(COUNT_ORDER, params)
 
     return handle_once(session, ProcessedEvent, payload, "order_created", count_order)

@@ -40,7 +40,7 @@ class UsersService(health.OperationalEndpoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def get_user(self, user_id):
-        return logic.get_user(self.db.read_connection, user_id)
+        return logic.get_user(self.db.autocommit_connection, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_users(self, limit=20, cursor=None):
@@ -78,7 +78,7 @@ class UsersService(health.OperationalEndpoints):
     @rpc(expected_exceptions=EXPECTED)
     def get_token_version(self, user_id):
         """Tokens of ``user_id`` with an older version are void (password or role changed)."""
-        return logic.get_token_version(self.db.read_connection, user_id)
+        return logic.get_token_version(self.db.autocommit_connection, user_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def store_refresh_token(self, user_id, jti, expires_at):
@@ -95,4 +95,7 @@ class UsersService(health.OperationalEndpoints):
     @event_handler("orders", "order_created")
     def handle_order_created(self, payload):
         """The order's user counts one more order (once per event, whatever the redelivery)."""
-        return logic.record_order_created(self.db.session, payload)  # False: a duplicate
+        # False: a duplicate
+        return logic.record_order_created(
+            self.db.session, payload, autocommit=self.db.autocommit_connection
+        )

@@ -27,17 +27,17 @@ def test_closing_a_worker_whose_connections_were_dropped_raises_nothing(postgres
 
     uri = postgres_databases.get("users")
     engine = engine_for(uri)
-    read_engine = engine_for(uri, isolation_level="AUTOCOMMIT")
-    db = DatabaseWrapper(sessionmaker(bind=engine), read_engine)
+    autocommit_engine = engine_for(uri, isolation_level="AUTOCOMMIT")
+    db = DatabaseWrapper(sessionmaker(bind=engine), autocommit_engine)
     session_pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()  # a transaction
-    read_pid = db.read_connection.execute(text("SELECT pg_backend_pid()")).scalar()
+    read_pid = db.autocommit_connection.execute(text("SELECT pg_backend_pid()")).scalar()
     terminate([session_pid, read_pid])
 
     db.close()  # must not raise
 
     # and the next worker's transaction gets a working connection from the pool
-    again = DatabaseWrapper(sessionmaker(bind=engine), read_engine)
+    again = DatabaseWrapper(sessionmaker(bind=engine), autocommit_engine)
     assert again.session.execute(text("SELECT 1")).scalar() == 1
     again.close()
     engine.dispose()
-    read_engine.dispose()
+    autocommit_engine.dispose()

@@ -8,7 +8,8 @@ import uuid
 import eventlet
 import pytest
 from nameko_sqlalchemy.database import Session
-from sqlalchemy import func, select, text
+from sqlalchemy import event as sqlalchemy_events
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import sessionmaker
 
 from orders.models import Order, ProcessedEvent
@@ -18,6 +19,7 @@ from shared.exceptions import InvalidInput
 from shared.settings import ServiceSettings
 from tests.helpers import settings_problems
 from users import logic as users_logic
+from users.models import ProcessedEvent as UsersProcessedEvent
 from users.models import User
 
 
@@ -166,25 +168,95 @@ def order_created(user_id, **extra):
     return event(order_id=1, user_id=user_id, status="pending", total="1.00", **extra)
 
 
-def test_order_created_raises_the_users_order_count_once_per_event(users_session):
+@pytest.fixture(params=["session", "autocommit"])
+def record(request, users_db_uri, users_session):
+    """``record(payload)``: the handler's logic as the service runs it, with or without the
+    autocommit connection (on PostgreSQL the autocommit way is one statement)."""
+    if request.param == "session":
+        yield lambda payload: users_logic.record_order_created(users_session, payload)
+        return
+    engine = engine_for(users_db_uri, isolation_level="AUTOCOMMIT")
+    with engine.connect() as autocommit:
+        yield lambda payload: users_logic.record_order_created(users_session, payload, autocommit)
+    engine.dispose()
+
+
+def test_order_created_raises_the_users_order_count_once_per_event(users_session, record):
     user_id = make_user(users_session)
     first, second = order_created(user_id), order_created(user_id)
-    assert users_logic.record_order_created(users_session, first) is True
-    assert users_logic.record_order_created(users_session, first) is False
-    assert users_logic.record_order_created(users_session, second) is True
+    assert record(first) is True
+    assert record(first) is False
+    assert record(second) is True
     assert order_count(users_session, user_id) == 2
 
 
-def test_order_created_counts_only_for_its_own_user(users_session):
+def test_order_created_counts_only_for_its_own_user(users_session, record):
     ann = make_user(users_session)
     bob = make_user(users_session, "bob@example.com")
-    users_logic.record_order_created(users_session, order_created(ann))
+    record(order_created(ann))
     assert (order_count(users_session, ann), order_count(users_session, bob)) == (1, 0)
 
 
-def test_order_created_for_a_deleted_user_is_absorbed(users_session):
-    assert users_logic.record_order_created(users_session, order_created(424242)) is True
+def test_order_created_for_a_deleted_user_is_absorbed(users_session, record):
+    payload = order_created(424242)
+    assert record(payload) is True
+    assert record(payload) is False  # still recorded as processed
     assert users_session.scalar(select(func.count()).select_from(User)) == 0
+
+
+def test_on_postgresql_order_created_is_one_statement_without_the_session(
+    db_backend, users_db_uri, users_session
+):
+    if db_backend != "postgresql":
+        pytest.skip("SQLite has no data-modifying WITH: it always goes through the session")
+    user_id = make_user(users_session)
+    engine = engine_for(users_db_uri, isolation_level="AUTOCOMMIT")
+    statements = []
+    sqlalchemy_events.listen(
+        engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+    )
+    session_statements = []
+    sqlalchemy_events.listen(
+        users_session.get_bind(),
+        "before_cursor_execute",
+        lambda *args: session_statements.append(args[2]),
+    )
+    with engine.connect() as autocommit:
+        assert users_logic.record_order_created(users_session, order_created(user_id), autocommit)
+    engine.dispose()
+    assert len(statements) == 1 and session_statements == []
+    assert order_count(users_session, user_id) == 1
+
+
+def test_on_postgresql_a_one_statement_redelivery_waits_for_the_first_and_changes_nothing(
+    db_backend, users_db_uri, users_session
+):
+    if db_backend != "postgresql":
+        pytest.skip("a real interleaving of two writers needs PostgreSQL")
+    user_id = make_user(users_session)
+    payload = order_created(user_id)
+    engine = engine_for(users_db_uri, isolation_level="AUTOCOMMIT")
+    first_inserted, first_may_commit = eventlet.Event(), eventlet.Event()
+
+    def slow_effect(session):
+        session.execute(update(User).where(User.id == user_id).values(order_count=41))
+        first_inserted.send()
+        first_may_commit.wait()
+
+    first_session = sessionmaker(bind=users_session.get_bind(), class_=Session)()
+    first = eventlet.spawn(
+        handle_once, first_session, UsersProcessedEvent, payload, "order_created", slow_effect
+    )
+    first_inserted.wait()
+    with engine.connect() as autocommit:
+        second = eventlet.spawn(users_logic.record_order_created, None, payload, autocommit)
+        wait_until_a_query_waits_for_a_lock(engine)
+        first_may_commit.send()
+        assert first.wait() is True
+        assert second.wait() is False
+    first_session.close()
+    engine.dispose()
+    assert order_count(users_session, user_id) == 41
 
 
 @pytest.mark.parametrize("payload", [{"user_id": 1}, {"event_id": "e-2", "user_id": "one"}])

@@ -7,7 +7,7 @@ from datetime import timedelta
 import eventlet
 import pytest
 from nameko_sqlalchemy.database import Session
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from orders import logic
@@ -41,6 +41,15 @@ def orders_session(session_factory):
 
 
 @pytest.fixture
+def autocommit(orders_db_uri):
+    """What the service passes as ``autocommit``: the one-statement create runs on it."""
+    engine = engine_for(orders_db_uri, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        yield connection
+    engine.dispose()
+
+
+@pytest.fixture
 def outbox():
     return OutboxWriter(OutboxEvent)
 
@@ -63,9 +72,11 @@ def users():
 
 
 @pytest.fixture
-def create(orders_session, outbox, users):
+def create(orders_session, outbox, users, autocommit):
     def create(user_id=ANN, items=(ITEM,), key=None):
-        return logic.create_order(orders_session, outbox, users.exists, user_id, list(items), key)
+        return logic.create_order(
+            orders_session, outbox, users.exists, user_id, list(items), key, autocommit
+        )
 
     return create
 
@@ -695,3 +706,120 @@ def test_a_replay_needs_no_users_lookup(create, users):
 def test_order_items_are_rows_of_their_own(create, orders_session):
     create(items=[ITEM, ITEM])
     assert count(orders_session, OrderItem) == 2
+
+
+# --- the one-statement create of PostgreSQL ------------------------------------------------------
+
+
+def only_on_postgresql(orders_db_uri):
+    if not orders_db_uri.startswith("postgresql"):
+        pytest.skip("SQLite has no data-modifying WITH: every create goes through the session")
+
+
+class StatementCounter:
+    """Counts the statements an engine sends (BEGIN and COMMIT are not statements here)."""
+
+    def __init__(self, engine):
+        self.statements = []
+        event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, _conn, _cursor, statement, *_args):
+        self.statements.append(statement)
+
+
+def test_on_postgresql_a_known_users_order_is_one_statement_and_no_session(
+    orders_db_uri, orders_session, session_factory, outbox, autocommit
+):
+    only_on_postgresql(orders_db_uri)
+    logic.record_user_created(orders_session, user_created(ANN))
+    on_autocommit = StatementCounter(autocommit.engine)
+    on_session = StatementCounter(session_factory.kw["bind"])
+    items = [ITEM, {"sku": "PEN-2", "quantity": 1, "unit_price": "0.50"}]
+
+    result = logic.create_order(
+        orders_session, outbox, KnownUsers().exists, ANN, items, "k", autocommit
+    )
+
+    assert len(on_autocommit.statements) == 1
+    assert on_session.statements == []
+    order = result["order"]
+    assert result["created"] is True and outbox.written == 1
+    assert logic.get_order(autocommit, order["id"]) == order
+    assert [line["sku"] for line in order["items"]] == ["BOOK-1", "PEN-2"]
+    [(event_type, payload)] = events(orders_session)
+    assert event_type == "order_created"
+    assert payload["order_id"] == order["id"]
+    assert payload["items"] == order["items"] and payload["total"] == "40.48"
+
+
+def test_on_postgresql_a_replayed_key_is_found_by_the_one_statement(
+    orders_db_uri, orders_session, outbox, autocommit, create
+):
+    only_on_postgresql(orders_db_uri)
+    logic.record_user_created(orders_session, user_created(ANN))
+    first = create(key="k")
+    on_autocommit = StatementCounter(autocommit.engine)
+    again = create(key="k")
+    assert again == {"order": first["order"], "created": False}
+    assert len(on_autocommit.statements) == 2  # the statement, then the first order read back
+    assert count(orders_session) == 1 and count(orders_session, OutboxEvent) == 1
+
+
+def test_on_postgresql_a_one_statement_create_that_loses_the_key_race_returns_the_winner(
+    orders_db_uri, orders_session, session_factory, autocommit
+):
+    """The winner's insert is not committed yet when ours runs: ours waits on the key, fails."""
+    only_on_postgresql(orders_db_uri)
+    logic.record_user_created(orders_session, user_created(ANN))
+    ours = {}
+
+    class CommitsLate(OutboxWriter):
+        def add(self, session, event_type, data):
+            payload = super().add(session, event_type, data)
+            ours["call"] = eventlet.spawn(
+                logic.create_order,
+                session_factory(),
+                OutboxWriter(OutboxEvent),
+                KnownUsers().exists,
+                ANN,
+                [ITEM],
+                "race",
+                autocommit,
+            )
+            eventlet.sleep(0.3)
+            ours["waited"] = not ours["call"].dead
+            return payload
+
+    with session_factory() as winner_session:
+        winner = logic.create_order(
+            winner_session, CommitsLate(OutboxEvent), KnownUsers().exists, ANN, [ITEM], "race"
+        )
+    assert ours["waited"]  # held on the unique key until the winner committed
+    assert ours["call"].wait() == {"order": winner["order"], "created": False}
+    assert count(orders_session) == 1 and count(orders_session, OutboxEvent) == 1
+
+
+def test_on_postgresql_a_one_statement_create_waits_for_a_deletion_and_refuses(
+    orders_db_uri, orders_session, session_factory, outbox, autocommit
+):
+    """A user_deleted handler holds the customer's row: the create waits, sees the tombstone."""
+    only_on_postgresql(orders_db_uri)
+    logic.record_user_created(orders_session, user_created(ANN))
+    with session_factory() as deletion:
+        logic.forget_customer(deletion, ANN)  # its transaction is still open
+        call = eventlet.spawn(
+            logic.create_order,
+            orders_session,
+            outbox,
+            KnownUsers().exists,
+            ANN,
+            [ITEM],
+            None,
+            autocommit,
+        )
+        eventlet.sleep(0.3)
+        assert not call.dead
+        deletion.commit()
+    with pytest.raises(InvalidInput):
+        call.wait()
+    assert count(orders_session) == 0 and count(orders_session, OutboxEvent) == 0
