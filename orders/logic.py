@@ -23,7 +23,7 @@ from orders.schemas import (
     OrderSchema,
     StatusChangeSchema,
 )
-from shared.db import core_connection, upsert_insert
+from shared.db import Prepared, core_connection, upsert_insert
 from shared.events import event_id_of, handle_once
 from shared.exceptions import Conflict, IdempotencyKeyReused, InvalidInput, NotFound
 from shared.outbox import utcnow
@@ -269,8 +269,10 @@ def _the_winner(db, user_id, key):
 # the key is free; otherwise it writes nothing and says why. The customer's row is
 # share-locked as in _customer. The order's id exists only inside the statement, so
 # the outbox payload gets it there.
-CREATE_IN_ONE_STATEMENT = text(
-    """
+CREATE_IN_ONE_STATEMENT = Prepared(
+    "create_order",
+    text(
+        """
     WITH customer AS (
         SELECT deleted_at FROM customers WHERE user_id = :user_id FOR SHARE
     ), key_holder AS (
@@ -302,6 +304,7 @@ CREATE_IN_ONE_STATEMENT = text(
         (SELECT id FROM key_holder) AS holder_id,
         (SELECT created_at FROM key_holder) AS holder_created_at
     """
+    ),
 )
 
 
@@ -326,8 +329,8 @@ def _create_in_one_statement(connection, outbox, user_id, items, key):
     data = as_dict(written, [SimpleNamespace(**line) for line in lines])
     _, event = outbox.row("order_created", _order_created(data))
     try:
-        outcome = connection.execute(
-            CREATE_IN_ONE_STATEMENT,
+        outcome = CREATE_IN_ONE_STATEMENT.run(
+            connection,
             {
                 "user_id": user_id,
                 "status": written.status,

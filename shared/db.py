@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 from datetime import UTC
 from functools import cache
 
@@ -170,6 +171,51 @@ def find_dependency(container, attr_name):
         if dependency.attr_name == attr_name:
             return dependency
     raise LookupError(f"{container.service_name} has no dependency named {attr_name!r}")
+
+
+class Prepared:
+    """A PostgreSQL statement planned once per database connection instead of every call.
+
+    For the hot one-statement writes: a data-modifying WITH costs PostgreSQL
+    more to plan than to run (measured: 0.25 ms of planning against 0.17 of
+    execution for the order's), and a prepared statement skips both the parse and
+    the plan. ``run(connection, params)`` sends ``EXECUTE``; the first run on a
+    database connection sends ``PREPARE`` before it. SQLAlchemy keeps that
+    mark in the connection's ``info``, which it clears when it reconnects, so a
+    new connection (after a restart of PostgreSQL, say) prepares again.
+
+    Values go to the driver as they are: SQLAlchemy's bind processing is
+    skipped, so a statement whose columns have bind processors (a TypeDecorator
+    with ``process_bind_param``) must not be prepared this way.
+    """
+
+    def __init__(self, name, statement):
+        compiled = statement.compile(dialect=postgresql.psycopg2.dialect())
+        names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", compiled.string)))
+        sql = compiled.string
+        for number, key in enumerate(names, 1):
+            sql = sql.replace(f"%({key})s", f"${number}")
+        self.name = name
+        self.prepare = f"PREPARE {name} AS {sql.replace('%%', '%')}"
+        self.execute = f"EXECUTE {name} ({', '.join(f'%({key})s' for key in names)})"
+        # values SQLAlchemy bound itself (the 1 of ``order_count + 1``)
+        self.bound = {
+            compiled.bind_names[bind]: bind.value
+            for bind in compiled.binds.values()
+            if not bind.required
+        }
+        self.required = frozenset(names) - self.bound.keys()
+
+    def run(self, connection, params):
+        """The statement's result on ``connection`` (a Core connection to PostgreSQL)."""
+        missing = self.required - params.keys()
+        if missing:
+            raise KeyError(f"{self.name} needs a value for {', '.join(sorted(missing))}")
+        prepared = connection.info.setdefault("prepared_statements", set())
+        if self.name not in prepared:
+            connection.exec_driver_sql(self.prepare)
+            prepared.add(self.name)
+        return connection.exec_driver_sql(self.execute, {**self.bound, **params})
 
 
 # the INSERTs that know ON CONFLICT, per backend we run on

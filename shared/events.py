@@ -44,7 +44,6 @@ than asked, never longer than the longest delay).
 
 import logging
 from datetime import datetime
-from functools import cache
 from weakref import WeakKeyDictionary
 
 from kombu import Exchange, Queue
@@ -57,7 +56,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import UTCDateTime, prebuilt_insert
+from shared.db import Prepared, UTCDateTime, prebuilt_insert
 from shared.exceptions import InvalidInput
 from shared.framework import QueueConsumer
 from shared.outbox import utcnow
@@ -137,32 +136,10 @@ def handle_once(session, model, payload, event_type, effect):
     return True
 
 
-def handle_once_in_one_statement(connection, model, payload, event_type, effect, params):
-    """:func:`handle_once` in one statement, on PostgreSQL, for an ``effect`` that is one UPDATE.
-
-    ``connection`` is in autocommit mode, so the statement is its own
-    transaction: one round trip instead of four (BEGIN, the id, the effect,
-    COMMIT). ``effect`` is a prebuilt Core ``update()``, run with ``params``
-    only if the event's id was new. A duplicate, sequential or concurrent, meets
-    the id already there (``ON CONFLICT DO NOTHING`` waits for a concurrent
-    first transaction to end) and changes nothing. Returns ``True`` if applied,
-    ``False`` if it was a duplicate.
-    """
-    row = connection.execute(
-        _once_statement(model.__table__, effect),
-        {
-            **params,
-            "event_id": event_id_of(payload),
-            "event_type": event_type,
-            "processed_at": utcnow(),
-        },
-    ).one()
-    return row.applied
-
-
-@cache
-def _once_statement(table, effect):
-    """``effect`` guarded by its event's id, built once per table and effect."""
+def once_statement(name, model, effect):
+    """``effect`` (a prebuilt Core ``update()``) guarded by its event's id in ``model``:
+    one PostgreSQL statement, prepared as ``name`` (see :func:`handle_once_in_one_statement`)."""
+    table = model.__table__
     first_time = (
         postgresql.insert(table)
         .values(
@@ -176,7 +153,29 @@ def _once_statement(table, effect):
     )
     # a data-modifying WITH runs whether or not the outer query reads it
     guarded = effect.where(exists(first_time.select())).cte("effect")
-    return select(exists(first_time.select()).label("applied")).add_cte(guarded)
+    return Prepared(name, select(exists(first_time.select()).label("applied")).add_cte(guarded))
+
+
+def handle_once_in_one_statement(connection, statement, payload, event_type, params):
+    """:func:`handle_once` in one statement on PostgreSQL (``statement``: :func:`once_statement`).
+
+    ``connection`` is in autocommit mode, so the statement is its own
+    transaction: one round trip instead of four (BEGIN, the id, the effect,
+    COMMIT). The effect runs with ``params`` only if the event's id was new. A
+    duplicate, sequential or concurrent, meets the id already there (``ON
+    CONFLICT DO NOTHING`` waits for a concurrent first transaction to end) and
+    changes nothing. Returns ``True`` if applied, ``False`` if it was a duplicate.
+    """
+    row = statement.run(
+        connection,
+        {
+            **params,
+            "event_id": event_id_of(payload),
+            "event_type": event_type,
+            "processed_at": utcnow(),
+        },
+    ).one()
+    return row.applied
 
 
 # one set of counters per registry, shared by every handler of the container

@@ -9,7 +9,12 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import core_connection
-from shared.events import event_id_of, handle_once, handle_once_in_one_statement
+from shared.events import (
+    event_id_of,
+    handle_once,
+    handle_once_in_one_statement,
+    once_statement,
+)
 from shared.exceptions import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from shared.outbox import utcnow
 from shared.pagination import paginate
@@ -209,6 +214,7 @@ COUNT_ORDER = (
     .where(_users.id == bindparam("user_id"))
     .values(order_count=_users.order_count + 1, updated_at=bindparam("now"))
 )
+COUNT_ORDER_ONCE = once_statement("count_order_once", ProcessedEvent, COUNT_ORDER)
 
 
 def record_order_created(session, payload, autocommit=None):
@@ -225,7 +231,7 @@ def record_order_created(session, payload, autocommit=None):
     params = {"user_id": require_id(payload.get("user_id"), "user_id"), "now": utcnow()}
     if autocommit is not None and autocommit.dialect.name == "postgresql":
         return handle_once_in_one_statement(
-            autocommit, ProcessedEvent, payload, "order_created", COUNT_ORDER, params
+            autocommit, COUNT_ORDER_ONCE, payload, "order_created", params
         )
 
     def count_order(session):

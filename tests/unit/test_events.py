@@ -222,10 +222,15 @@ def test_on_postgresql_order_created_is_one_statement_without_the_session(
         lambda *args: session_statements.append(args[2]),
     )
     with engine.connect() as autocommit:
-        assert users_logic.record_order_created(users_session, order_created(user_id), autocommit)
+        for _ in range(3):
+            assert users_logic.record_order_created(
+                users_session, order_created(user_id), autocommit
+            )
     engine.dispose()
-    assert len(statements) == 1 and session_statements == []
-    assert order_count(users_session, user_id) == 1
+    # the connection prepares it once, then each event is one EXECUTE
+    assert [statement.split()[0] for statement in statements] == ["PREPARE"] + ["EXECUTE"] * 3
+    assert session_statements == []
+    assert order_count(users_session, user_id) == 3
 
 
 def test_on_postgresql_a_one_statement_redelivery_waits_for_the_first_and_changes_nothing(

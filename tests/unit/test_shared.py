@@ -6,11 +6,12 @@ import logging
 
 import pytest
 from nameko_sqlalchemy.database import Session
-from sqlalchemy import select
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
 
-from shared.db import engine_for
-from shared.exceptions import InvalidInput
+from shared.db import Prepared, engine_for
+from shared.exceptions import InvalidInput, Unavailable
 from shared.heap import FrozenStartupHeap
 from shared.logs import ContextFilter, JsonFormatter, _call, formatter
 from shared.outbox import EventsRefused, OutboxWriter, count_pending, relay_pending
@@ -290,3 +291,49 @@ def test_a_started_service_has_its_startup_heap_frozen_until_it_stops(container_
     container.stop()
     # what the stopped container held can be collected again
     assert gc.get_freeze_count() == 0
+
+
+# --- prepared statements (PostgreSQL) ---------------------------------------------------------
+
+COUNT_UP = Prepared(
+    "count_up_test",
+    text("SELECT CAST(:start AS integer) + :step AS total, :start AS start").bindparams(step=1),
+)
+
+
+@pytest.fixture
+def postgres_autocommit(db_backend, users_db_uri):
+    if db_backend != "postgresql":
+        pytest.skip("prepared statements are for PostgreSQL's one-statement writes")
+    engine = engine_for(users_db_uri, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+def test_a_prepared_statement_is_prepared_once_per_connection(postgres_autocommit):
+    sent = []
+    event.listen(postgres_autocommit, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    with postgres_autocommit.connect() as connection:
+        assert [COUNT_UP.run(connection, {"start": n}).one().total for n in (1, 41)] == [2, 42]
+    with postgres_autocommit.connect() as connection:  # the same pooled connection
+        assert COUNT_UP.run(connection, {"start": 7}).one() == (8, 7)
+    assert [statement.split()[0] for statement in sent] == ["PREPARE"] + ["EXECUTE"] * 3
+
+
+def test_a_prepared_statement_comes_back_after_its_connection_was_killed(postgres_autocommit):
+    """The server forgets what a dead connection prepared; the new connection prepares again."""
+    with postgres_autocommit.connect() as connection:
+        COUNT_UP.run(connection, {"start": 1})
+        backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    killer = engine_for(postgres_autocommit.url, poolclass=NullPool)
+    with killer.connect() as connection:  # not from the pool: that would be the same one
+        connection.exec_driver_sql(f"SELECT pg_terminate_backend({backend})")
+    with pytest.raises(Unavailable), postgres_autocommit.connect() as connection:
+        COUNT_UP.run(connection, {"start": 1})
+    with postgres_autocommit.connect() as connection:
+        assert COUNT_UP.run(connection, {"start": 2}).one().total == 3
+
+
+def test_a_prepared_statement_refuses_a_missing_value_naming_it(postgres_autocommit):
+    with postgres_autocommit.connect() as connection, pytest.raises(KeyError, match="start"):
+        COUNT_UP.run(connection, {})
