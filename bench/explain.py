@@ -37,7 +37,8 @@ from shared.settings import ServiceSettings
 from users import logic as users_logic
 
 RETENTION = timedelta(hours=ServiceSettings.outbox_retention_hours)  # the setting's default
-EXPLAINED = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+# EXECUTE: the prepared one-statement writes (shared.db.Prepared)
+EXPLAINED = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "EXECUTE")
 
 
 class Explainer:
@@ -198,6 +199,8 @@ def explain_orders(explainer):
                 {"sku": "BENCH-2", "quantity": 1, "unit_price": "5.00"},
             ],
             idempotency_key=str(uuid.uuid4()),
+            # the service's way on PostgreSQL: one prepared statement
+            autocommit=explainer.connection,
         )
     # the order above left one pending event: the relay's statements find it
     explainer.run(
@@ -243,6 +246,7 @@ def explain_users(explainer):
             users_logic.record_order_created,
             session,
             {"event_id": str(uuid.uuid4()), "user_id": 1},
+            autocommit=explainer.connection,
         )
 
 

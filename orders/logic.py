@@ -27,7 +27,7 @@ from shared.db import Prepared, core_connection, upsert_insert
 from shared.events import event_id_of, handle_once
 from shared.exceptions import Conflict, IdempotencyKeyReused, InvalidInput, NotFound
 from shared.outbox import utcnow
-from shared.pagination import paginate
+from shared.pagination import decode_cursor, encode_cursor
 from shared.schemas import load, require_id
 
 log = logging.getLogger(__name__)
@@ -459,20 +459,54 @@ def get_order(db, order_id, user_id=None):
     return as_dict(rows[0], [row for row in rows if row.sku is not None])
 
 
-def list_orders(session, user_id=None, status=None, limit=20, cursor=None):
-    """A page ``{"items": [...], "next_cursor": str | None}``, oldest first."""
+_ORDER_COLUMNS = (
+    _orders.id,
+    _orders.user_id,
+    _orders.status,
+    _orders.currency,
+    _orders.total_cents,
+    _orders.created_at,
+    _orders.updated_at,
+)
+
+
+def list_orders(db, user_id=None, status=None, limit=20, cursor=None):
+    """A page ``{"items": [...], "next_cursor": str | None}``, oldest first.
+
+    One query: the page of orders (one more than ``limit``, to know whether a
+    next page exists) joined to their items, no ORM objects. ``db`` is a
+    Session or a Core connection, as for :func:`get_order`.
+    """
     query = load(
         OrderListQuerySchema,
         {"user_id": user_id, "status": status, "limit": limit, "cursor": cursor},
         "invalid query",
     )
-    statement = select(Order)
+    page = select(*_ORDER_COLUMNS)
     if query["user_id"] is not None:
-        statement = statement.where(Order.user_id == query["user_id"])
+        page = page.where(_orders.user_id == query["user_id"])
     if query["status"] is not None:
-        statement = statement.where(Order.status == query["status"])
-    orders, next_cursor = paginate(session, statement, Order.id, query["limit"], query["cursor"])
-    return {"items": [dump(order) for order in orders], "next_cursor": next_cursor}
+        page = page.where(_orders.status == query["status"])
+    after = decode_cursor(query["cursor"])
+    if after is not None:
+        page = page.where(_orders.id > after)
+    page = page.order_by(_orders.id).limit(query["limit"] + 1).subquery()
+    rows = core_connection(db).execute(
+        select(page, _items.sku, _items.quantity, _items.unit_price_cents)
+        .select_from(page.outerjoin(OrderItem.__table__, _items.order_id == page.c.id))
+        .order_by(page.c.id, _items.position)
+    )
+    orders = {}  # id -> (the order's row, its lines), in page order
+    for row in rows:
+        _, lines = orders.setdefault(row.id, (row, []))
+        if row.sku is not None:
+            lines.append(row)
+    pages = list(orders.values())
+    next_cursor = None
+    if len(pages) > query["limit"]:
+        pages = pages[: query["limit"]]
+        next_cursor = encode_cursor(pages[-1][0].id)
+    return {"items": [as_dict(order, lines) for order, lines in pages], "next_cursor": next_cursor}
 
 
 def _change_status(session, outbox, order, new_status):

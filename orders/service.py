@@ -59,7 +59,7 @@ class OrdersService(health.OperationalEndpoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def list_orders(self, user_id=None, status=None, limit=20, cursor=None):
-        return logic.list_orders(self.db.session, user_id, status, limit, cursor)
+        return logic.list_orders(self.db.autocommit_connection, user_id, status, limit, cursor)
 
     @rpc(expected_exceptions=EXPECTED)
     def cancel_order(self, order_id, user_id=None):

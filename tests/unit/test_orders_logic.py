@@ -408,6 +408,17 @@ def test_list_orders_walks_every_page_once(create, orders_session):
     assert seen == created
 
 
+def test_a_listed_order_is_the_order_as_get_order_gives_it(create, orders_session, autocommit):
+    items = [{"sku": f"SKU-{n}", "quantity": n + 1, "unit_price": f"{n}.5{n}"} for n in range(1, 4)]
+    created = [create(items=items[: n + 1])["order"] for n in range(3)] + [create()["order"]]
+    for db in (orders_session, autocommit):
+        page = logic.list_orders(db, limit=3)
+        assert page["items"] == [logic.get_order(db, order["id"]) for order in created[:3]]
+        assert [len(order["items"]) for order in page["items"]] == [1, 2, 3]
+        rest = logic.list_orders(db, limit=3, cursor=page["next_cursor"])
+        assert rest == {"items": [created[3]], "next_cursor": None}
+
+
 def test_list_orders_filters_by_user_and_status(create, order_with_status, orders_session):
     ann_pending = create(user_id=ANN)["order"]
     ann_paid = order_with_status("paid", ANN)
