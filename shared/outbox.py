@@ -29,9 +29,11 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from types import SimpleNamespace
 
+import amqp
 import eventlet
 from eventlet.queue import Empty, LightQueue
-from kombu import Connection, Producer
+from kombu import Connection
+from kombu.serialization import dumps
 from nameko.constants import PERSISTENT
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder
@@ -230,7 +232,12 @@ class BatchPublisher:
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
         self.exchange(channel).declare()
-        self._producer = Producer(channel, exchange=self.exchange, serializer=self.serializer)
+        # py-amqp would read incoming frames before every publish in case the broker
+        # sent connection.blocked; the wait for confirms after the batch reads them
+        connection.connection.client_properties.get("capabilities", {})["connection.blocked"] = (
+            False
+        )
+        self._channel = channel
         self._last_tag = 0  # the broker numbers a confirm-mode channel's messages 1, 2, ...
 
     def _on_ack(self, delivery_tag, multiple):
@@ -259,8 +266,19 @@ class BatchPublisher:
             first = self._last_tag + 1
             self._waiting, self._nacked = set(), set()
             for routing_key, payload, headers in messages:
-                self._producer.publish(
-                    payload, routing_key=routing_key, headers=headers, delivery_mode=PERSISTENT
+                # one basic_publish each, as kombu's Producer would send it, without
+                # its per-message Exchange copy, property merging and checks
+                content_type, content_encoding, body = dumps(payload, serializer=self.serializer)
+                self._channel.basic_publish(
+                    amqp.Message(
+                        body,
+                        content_type=content_type,
+                        content_encoding=content_encoding,
+                        delivery_mode=PERSISTENT,
+                        application_headers=headers,
+                    ),
+                    exchange=self.exchange.name,
+                    routing_key=routing_key,
                 )
                 self._last_tag += 1
                 self._waiting.add(self._last_tag)
