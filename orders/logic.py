@@ -317,24 +317,15 @@ def _create_in_one_statement(connection, outbox, user_id, items, key):
     """
     now = utcnow()
     lines, total_cents = _lines_and_total(items)
-    written = SimpleNamespace(
-        id=None,
-        user_id=user_id,
-        status="pending",
-        currency=CURRENCY,
-        total_cents=total_cents,
-        created_at=now,
-        updated_at=now,
-    )
-    data = as_dict(written, [SimpleNamespace(**line) for line in lines])
+    data = _pending_order(None, user_id, lines, total_cents, now)  # the id comes back below
     _, event = outbox.row("order_created", _order_created(data))
     try:
         outcome = CREATE_IN_ONE_STATEMENT.run(
             connection,
             {
                 "user_id": user_id,
-                "status": written.status,
-                "currency": written.currency,
+                "status": data["status"],
+                "currency": data["currency"],
                 "total_cents": total_cents,
                 "idempotency_key": key,
                 "now": now,
@@ -412,6 +403,11 @@ def _insert_order(session, user_id, items, key):
         },
     ).scalar_one()
     connection.execute(INSERT_ITEMS, [{**line, "order_id": order_id} for line in lines])
+    return _pending_order(order_id, user_id, lines, total_cents, now)
+
+
+def _pending_order(order_id, user_id, lines, total_cents, now):
+    """A new order as dumped (:func:`as_dict`), from the values written for it."""
     written = SimpleNamespace(
         id=order_id,
         user_id=user_id,
@@ -424,20 +420,21 @@ def _insert_order(session, user_id, items, key):
     return as_dict(written, [SimpleNamespace(**line) for line in lines])
 
 
+# what as_dict reads of an order and of its lines
+_ORDER_COLUMNS = (
+    _orders.id,
+    _orders.user_id,
+    _orders.status,
+    _orders.currency,
+    _orders.total_cents,
+    _orders.created_at,
+    _orders.updated_at,
+)
+_LINE_COLUMNS = (_items.sku, _items.quantity, _items.unit_price_cents)
+
 # built once: a Core statement skips the ORM's per-call compile work
 ORDER_WITH_ITEMS = (
-    select(
-        _orders.id,
-        _orders.user_id,
-        _orders.status,
-        _orders.currency,
-        _orders.total_cents,
-        _orders.created_at,
-        _orders.updated_at,
-        _items.sku,
-        _items.quantity,
-        _items.unit_price_cents,
-    )
+    select(*_ORDER_COLUMNS, *_LINE_COLUMNS)
     .select_from(Order.__table__.outerjoin(OrderItem.__table__))
     .where(_orders.id == bindparam("order_id"))
     .order_by(_items.position)
@@ -457,17 +454,6 @@ def get_order(db, order_id, user_id=None):
         raise _not_found(order_id)
     # an order without items (none is ever written) still comes back, with no lines
     return as_dict(rows[0], [row for row in rows if row.sku is not None])
-
-
-_ORDER_COLUMNS = (
-    _orders.id,
-    _orders.user_id,
-    _orders.status,
-    _orders.currency,
-    _orders.total_cents,
-    _orders.created_at,
-    _orders.updated_at,
-)
 
 
 def list_orders(db, user_id=None, status=None, limit=20, cursor=None):
@@ -492,7 +478,7 @@ def list_orders(db, user_id=None, status=None, limit=20, cursor=None):
         page = page.where(_orders.id > after)
     page = page.order_by(_orders.id).limit(query["limit"] + 1).subquery()
     rows = core_connection(db).execute(
-        select(page, _items.sku, _items.quantity, _items.unit_price_cents)
+        select(page, *_LINE_COLUMNS)
         .select_from(page.outerjoin(OrderItem.__table__, _items.order_id == page.c.id))
         .order_by(page.c.id, _items.position)
     )
