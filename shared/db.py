@@ -186,11 +186,25 @@ class Prepared:
 
     Values go to the driver as they are: SQLAlchemy's bind processing is
     skipped, so a statement whose columns have bind processors (a TypeDecorator
-    with ``process_bind_param``) must not be prepared this way.
+    with ``process_bind_param``) must not be prepared this way. So are its
+    Python-side column defaults (``default=``, ``onupdate=``): a statement that
+    would need one is refused here, naming the column to set in the statement.
     """
 
     def __init__(self, name, statement):
         compiled = statement.compile(dialect=postgresql.psycopg2.dialect())
+        unfilled = [column.key for column in compiled.insert_prefetch + compiled.update_prefetch]
+        # an onupdate inside a WITH is left as a bind without a value at all
+        unfilled += [
+            compiled.bind_names[bind]
+            for bind in compiled.binds.values()
+            if not bind.required and bind.value is None and bind.callable is None
+        ]
+        if unfilled:
+            raise ValueError(
+                f"{name}: set {', '.join(sorted(set(unfilled)))} in the statement; "
+                "a prepared statement gets no Python-side column defaults"
+            )
         names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", compiled.string)))
         sql = compiled.string
         for number, key in enumerate(names, 1):

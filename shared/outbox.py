@@ -43,6 +43,7 @@ from sqlalchemy import Integer, String, Text, bindparam, delete, func, select, u
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import UTCDateTime, find_dependency, prebuilt_insert
+from shared.publishers import no_read_before_each_publish
 from shared.settings import settings_of
 
 log = logging.getLogger(__name__)
@@ -232,11 +233,8 @@ class BatchPublisher:
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
         self.exchange(channel).declare()
-        # py-amqp would read incoming frames before every publish in case the broker
-        # sent connection.blocked; the wait for confirms after the batch reads them
-        connection.connection.client_properties.get("capabilities", {})["connection.blocked"] = (
-            False
-        )
+        # the wait for confirms after each batch reads what the broker sent
+        no_read_before_each_publish(connection.connection)
         self._channel = channel
         self._last_tag = 0  # the broker numbers a confirm-mode channel's messages 1, 2, ...
 

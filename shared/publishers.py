@@ -10,8 +10,9 @@ socket). A publish that meets a lost connection reconnects (failing over
 through ``AMQP_URI``'s list, :data:`FAST_FAILOVER_CONNECT`) and is sent once
 more; a second failure is the caller's (RPC turns it into 503).
 
-Confirmed or persistent messages (events, the first request to a service)
-never take this path: they go through kombu's producers with confirms.
+Confirmed or persistent messages never take this path: the first request to a
+service goes through kombu's producers with confirms, events through the outbox
+relay's own confirm-mode channel (:class:`shared.outbox.BatchPublisher`).
 """
 
 import logging
@@ -46,6 +47,16 @@ FAST_FAILOVER_CONNECT = {**FAST_FAILOVER_RETRY, "max_retries": 3}
 # is noticed within this long instead, and a reset socket at once (the write fails).
 READ_INCOMING_EVERY = 0.25
 CLOSE_TIMEOUT = 1.0  # seconds to wait for the broker's close-ok of a renewed channel
+
+
+def no_read_before_each_publish(amqp_connection):
+    """Stop py-amqp reading incoming frames before every publish on ``amqp_connection``.
+
+    It does that when the broker may send connection.blocked, at a tenth of a
+    millisecond per message; the caller must read them some other way (a
+    blocked or closed notice is then seen at its next read).
+    """
+    amqp_connection.client_properties.get("capabilities", {})["connection.blocked"] = False
 
 
 class ChannelPublisher:
@@ -98,9 +109,8 @@ class ChannelPublisher:
     def _open_channel(self):
         self.connection.ensure_connection(**FAST_FAILOVER_CONNECT)
         channel = self.connection.channel()
-        # py-amqp reads pending frames before every publish when the broker may
-        # send connection.blocked: _read_incoming does it every READ_INCOMING_EVERY
-        channel.connection.client_properties.get("capabilities", {})["connection.blocked"] = False
+        # _read_incoming does it every READ_INCOMING_EVERY instead
+        no_read_before_each_publish(channel.connection)
         self.channel = channel
         self.last_read = time.monotonic()
         return channel

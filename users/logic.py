@@ -207,8 +207,7 @@ def authenticate(session, hasher, email, password, client_address=None, limits=N
 
 _users = User.__table__.c
 # prebuilt Core: the ORM's bulk update would also sync objects we do not hold;
-# updated_at is set here because inside a WITH (handle_once_in_one_statement)
-# SQLAlchemy does not apply the column's onupdate
+# updated_at is set here: a prepared statement gets no onupdate (see Prepared)
 COUNT_ORDER = (
     update(User.__table__)
     .where(_users.id == bindparam("user_id"))

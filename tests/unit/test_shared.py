@@ -6,7 +6,7 @@ import logging
 
 import pytest
 from nameko_sqlalchemy.database import Session
-from sqlalchemy import event, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -337,3 +337,23 @@ def test_a_prepared_statement_comes_back_after_its_connection_was_killed(postgre
 def test_a_prepared_statement_refuses_a_missing_value_naming_it(postgres_autocommit):
     with postgres_autocommit.connect() as connection, pytest.raises(KeyError, match="start"):
         COUNT_UP.run(connection, {})
+
+
+def test_a_statement_needing_a_python_side_column_default_is_refused_naming_it():
+    """users.updated_at has onupdate=utcnow: SQLAlchemy computes it only when it
+    executes the statement itself, so a prepared one would write NULL there."""
+    from sqlalchemy import bindparam, update
+
+    from shared.events import once_statement
+    from users.models import ProcessedEvent, User
+
+    users = User.__table__
+    forgets_updated_at = (
+        update(users).where(users.c.id == bindparam("user_id")).values(order_count=0)
+    )
+    with pytest.raises(ValueError, match="updated_at"):
+        once_statement("forgets_updated_at", ProcessedEvent, forgets_updated_at)
+    with pytest.raises(ValueError, match="processed_at"):  # an INSERT's default= too
+        Prepared("no_time", insert(ProcessedEvent.__table__).values(event_id="e", event_type="t"))
+    sets_it = forgets_updated_at.values(updated_at=bindparam("now"))
+    assert once_statement("sets_updated_at", ProcessedEvent, sets_it).required >= {"now"}
